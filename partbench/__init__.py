@@ -1,0 +1,3 @@
+"""partbench."""
+
+__version__ = "0.1.0"
