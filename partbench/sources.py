@@ -26,6 +26,7 @@ class RemoteFile:
     filename: str
     sha256: str | None = None
     size: int | None = None
+    sha256_prefix: str | None = None  # published prefix only (e.g. DeiT's "b5f2ef4d" in the file name)
     kind: SourceKind = SourceKind.HTTP
     extract: bool = False
     note: str = ""

@@ -1,0 +1,1 @@
+"""Probes on frozen features: retrieval, classification, segmentation, layer-wise curves."""
