@@ -1,0 +1,66 @@
+"""The study's linear segmentation head: one 1×1 conv on the concatenated block 4/6/8/12 outputs.
+
+This is mmseg's `FCNHead(num_convs=0, input_transform="resize_concat", concat_input=False,
+dropout_ratio=0)` as configured in the study's `*_lp_freeze12.py` files: every map is bilinearly
+resized to the first map's size (they already share it for a ViT), the maps are concatenated along
+channels (4 × D), and `conv_seg` (1×1, with bias, weights N(0, 0.01), bias 0) maps them to the
+classes. Logits are then bilinearly upsampled (align_corners=False) to the label / crop size.
+
+The study's auxiliary FCN head (3×3 conv, 256 ch, SyncBN on block 8, loss weight 0.4) trains
+alongside but is never used at test time; the gradient it produces cannot reach the frozen
+backbone nor the linear head, so it is left out here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from partbench.errors import PartbenchError
+
+
+def resize_concat(maps: Sequence[Tensor]) -> Tensor:
+    """mmseg's `resize_concat`: resize every `[B,C_i,h_i,w_i]` map to the first's size, concat channels."""
+    if len(maps) == 0:
+        raise PartbenchError("resize_concat: no feature maps given")
+    size = maps[0].shape[-2:]
+    resized = [
+        m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        for m in maps
+    ]
+    return torch.cat(resized, dim=1)
+
+
+def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of `[B,K,h,w]` logits to `size` (align_corners=False), as mmseg's `resize`."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class LinearSegHead(nn.Module):
+    """1×1 conv (with bias) from the concatenated maps (`in_channels` = 4·D) to `num_classes` logits."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        if in_channels <= 0 or num_classes <= 0:
+            raise PartbenchError(
+                f"LinearSegHead: in_channels and num_classes must be positive, got {in_channels}, {num_classes}"
+            )
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.conv_seg = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=True)
+        nn.init.normal_(self.conv_seg.weight, mean=0.0, std=0.01)  # mmseg BaseDecodeHead.init_weights
+        nn.init.zeros_(self.conv_seg.bias)
+
+    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        """Logits `[B,K,h,w]` at feature resolution from a list of maps or an already concatenated tensor."""
+        x = features if isinstance(features, Tensor) else resize_concat(features)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise PartbenchError(
+                f"LinearSegHead: expected [B,{self.in_channels},h,w] features, got {list(x.shape)}"
+            )
+        return self.conv_seg(x)
