@@ -31,7 +31,7 @@ def test_head_is_one_1x1_conv_on_the_concatenated_maps() -> None:
     # By hand: logit[b,k,y,x] = sum over layer l, channel d of W[k, l*D + d] * map_l[b,d,y,x] + bias[k]
     w = head.conv_seg.weight[:, :, 0, 0].detach()
     expected = (
-        sum(torch.einsum("kd,bdyx->bkyx", w[:, l * dim : (l + 1) * dim], maps[l]) for l in range(4))
+        sum(torch.einsum("kd,bdyx->bkyx", w[:, i * dim : (i + 1) * dim], maps[i]) for i in range(4))
         + head.conv_seg.bias.detach()[None, :, None, None]
     )
     torch.testing.assert_close(out, expected)

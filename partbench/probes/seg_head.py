@@ -48,7 +48,7 @@ class LinearSegHead(nn.Module):
         super().__init__()
         if in_channels <= 0 or num_classes <= 0:
             raise PartbenchError(
-                f"LinearSegHead: in_channels and num_classes must be positive, got {in_channels}, {num_classes}"
+                f"LinearSegHead: channels and classes must be positive, got {in_channels}, {num_classes}"
             )
         self.in_channels = in_channels
         self.num_classes = num_classes
