@@ -70,7 +70,8 @@ def _check_retrieval_inputs(features: torch.Tensor, labels: torch.Tensor) -> Non
         )
     if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
         raise MetricInputError(
-            f"labels: expected {features.shape[0]} labels (one per feature row), got shape {tuple(labels.shape)}"
+            f"labels: expected {features.shape[0]} labels (one per feature row), "
+            f"got shape {tuple(labels.shape)}"
         )
     if not features.is_floating_point():
         raise MetricInputError(f"features: expected floating point values, got {features.dtype}")
