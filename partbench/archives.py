@@ -68,7 +68,7 @@ def extract_archive(
         console = console or Console(stderr=True)
         if zipfile.is_zipfile(archive):
             count = _extract_zip(archive, target, quiet, console)
-        elif tarfile.is_tarfile(archive):
+        elif _is_tar(archive):
             count = _extract_tar(archive, target, quiet, console)
         else:
             raise ArchiveError(f"{archive}: not a tar or zip archive")
@@ -80,6 +80,13 @@ def extract_archive(
         }
         atomic_write_json(marker, record)
     return target
+
+
+def _is_tar(archive: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(archive)
+    except (tarfile.TarError, EOFError, OSError) as exc:  # a truncated .tgz fails while probing
+        raise ArchiveError(f"{archive}: cannot read ({exc})") from None
 
 
 def _inside(root: Path, relative: str) -> bool:
