@@ -91,11 +91,9 @@ def load_encoder(
                 raise LayoutError(f"unexpected projection keys: {', '.join(sorted(head_state)[:4])}")
             projector = build_projector(spec.head_kind, head_state)
             strict_load(projector, head_state, "projection head")
-            if projector_in := _in_features(projector):
-                if projector_in != backbone.embed_dim:
-                    raise LayoutError(
-                        f"projection head expects width {projector_in}, backbone has {backbone.embed_dim}"
-                    )
+            width = _in_features(projector)
+            if width is not None and width != backbone.embed_dim:
+                raise LayoutError(f"projection head expects width {width}, backbone has {backbone.embed_dim}")
     except LayoutError as exc:
         raise _layout_error(path, spec, raw, exc) from None
     return Encoder(spec, backbone, projector, proto, sha256_file(path))

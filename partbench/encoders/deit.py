@@ -88,14 +88,14 @@ def vit_in21k() -> EncoderSpec:
             RemoteFile(
                 url=VIT_JX_URL,
                 filename="jx_vit_base_p16_224-80ecf9dd.pth",
-                note="timm 0.3/0.4 default vit_base_patch16_224 weights; hash prefix in the name not verified",
+                note="timm 0.3/0.4 default vit_base_patch16_224 weights; name's hash prefix unverified",
             ),
         ),
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         has_projection=True,
         head_kind="linear",
-        description="Google ViT-B/16 in21k→in1k (what the study's retrieval code loaded); projection = logits",
+        description="Google ViT-B/16 in21k→in1k (what the study's retrieval code loaded); projection: logits",
         timm_arch="vit_base_patch16_224",
         convert=convert_vit_in21k,
     )

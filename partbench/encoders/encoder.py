@@ -119,7 +119,7 @@ class Encoder(nn.Module):
         height, width = images.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
             raise PartbenchError(
-                f"{self.spec.name}: input {height}x{width} is not divisible by the patch size {self.patch_size}"
+                f"{self.spec.name}: input {height}x{width} not divisible by the patch size {self.patch_size}"
             )
         for block in keep:
             if not 0 <= block < self.num_blocks:
