@@ -1,5 +1,7 @@
 """The study's linear segmentation head: one 1×1 conv on the concatenated block 4/6/8/12 outputs.
 
+Also the frozen-backbone side of the model (`FrozenBackbone`) and mmseg's `encode_decode`.
+
 This is mmseg's `FCNHead(num_convs=0, input_transform="resize_concat", concat_input=False,
 dropout_ratio=0)` as configured in the study's `*_lp_freeze12.py` files: every map is bilinearly
 resized to the first map's size (they already share it for a ViT), the maps are concatenated along
@@ -13,7 +15,8 @@ backbone nor the linear head, so it is left out here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,3 +67,31 @@ class LinearSegHead(nn.Module):
                 f"LinearSegHead: expected [B,{self.in_channels},h,w] features, got {list(x.shape)}"
             )
         return self.conv_seg(x)
+
+
+# --- the frozen backbone ------------------------------------------------------------------------
+
+
+class FrozenBackbone:
+    """`images -> [B, 4D, h, w]`: concatenated block maps, computed without autograd (bf16 on CUDA)."""
+
+    def __init__(self, encoder: Any, layers: tuple[int, ...], device: torch.device) -> None:
+        self.encoder, self.layers, self.device = encoder, tuple(layers), device
+        self.amp = device.type == "cuda"
+
+    def __call__(self, images: Tensor) -> Tensor:
+        images = images.to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            feats = resize_concat(self.encoder.layer_maps(images, layers=self.layers))
+        return feats.clone()  # a normal tensor again, usable by the head's autograd
+
+
+def encode_decode(backbone: FrozenBackbone, head: nn.Module) -> Callable[[Tensor], Tensor]:
+    """mmseg's `encode_decode`: window logits upsampled to the window size (float32)."""
+
+    def run(crops: Tensor) -> Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=backbone.amp):
+            logits = head(backbone(crops))
+        return upsample_logits(logits.float(), tuple(crops.shape[-2:]))
+
+    return run

@@ -264,7 +264,7 @@ def train_head(
     state: TrainState,
     run_dir: Path,
     fingerprint: Mapping[str, Any],
-    evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+    evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
     device: torch.device | str = "cpu",
     on_iteration: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -273,7 +273,8 @@ def train_head(
 
     `features_fn` turns inputs into the concatenated feature maps (the frozen backbone in full mode,
     a device transfer in fast mode). Checkpoints every `cfg.ckpt_every` iterations and at the end
-    (rank 0), evaluates every `cfg.eval_every` and at the end. `on_iteration(i)` runs after
+    (rank 0), evaluates (`evaluate(head, iteration)`, on every rank) every `cfg.eval_every` and
+    at the end. `on_iteration(i)` runs after
     iteration `i` (1-based count of finished iterations) is complete and saved: a test hook.
     """
     rank, _ = dist_rank_world()
@@ -308,7 +309,7 @@ def train_head(
         last = it == cfg.iters
         if evaluate is not None and (last or (cfg.eval_every and it % cfg.eval_every == 0)):
             head.eval()
-            state.history.append({"iteration": it, **evaluate(head)})
+            state.history.append({"iteration": it, **evaluate(head, it)})
             head.train()
         if last or (cfg.ckpt_every and it % cfg.ckpt_every == 0):
             state.losses.append(window_loss / max(window_n, 1))

@@ -16,12 +16,20 @@ part of the logits is cut off before the final resize. Test images at the study'
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
+from partbench.datasets import SegmentationDataset
+from partbench.distributed import DistContext
 from partbench.errors import PartbenchError
+from partbench.metrics import ConfusionMatrix, IoUResult, bootstrap_ci, iou_from_areas
+from partbench.probes.seg_head import FrozenBackbone, encode_decode
 
 Window = tuple[int, int, int, int]  # (y1, y2, x1, x2)
 
@@ -100,3 +108,68 @@ def slide_inference(
     if tuple(preds.shape[-2:]) != size:
         preds = F.interpolate(preds, size=size, mode="bilinear", align_corners=False)
     return preds
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def _percent_metrics(res: IoUResult) -> dict[str, Any]:
+    pct = lambda v: None if not np.isfinite(v) else round(100.0 * float(v), 4)  # noqa: E731
+    return {
+        "mIoU": pct(res.miou),
+        "mAcc": pct(res.macc),
+        "aAcc": pct(res.aacc),
+        "per_class_iou": [pct(v) for v in res.iou],
+    }
+
+
+def evaluate_slide(
+    backbone: FrozenBackbone,
+    head: nn.Module,
+    val_set: SegmentationDataset,
+    slide_crop: tuple[int, int],
+    slide_stride: tuple[int, int],
+    ctx: DistContext,
+    num_workers: int,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Single-scale sliding-window evaluation over the val split; the same numbers on every rank."""
+    num_classes = val_set.spec.num_classes
+    mine = list(range(ctx.rank, len(val_set), ctx.world_size))
+    loader = DataLoader(Subset(val_set, mine), batch_size=None, num_workers=num_workers)
+    cm = ConfusionMatrix(
+        num_classes, val_set.spec.ignore_index, device=backbone.device, per_image=bootstrap > 0
+    )
+    run = encode_decode(backbone, head)
+    with torch.inference_mode():
+        for image, label in loader:
+            label = label.to(backbone.device)
+            logits = slide_inference(
+                run, image[None].to(backbone.device), num_classes, slide_crop, slide_stride,
+                out_size=tuple(label.shape),
+            )  # fmt: skip
+            cm.update(logits.argmax(1)[0], label)
+    mine_only = cm.matrix is None  # this rank had no images (more ranks than val images)
+    if ctx.enabled:
+        matrix = (
+            cm.matrix if cm.matrix is not None else torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        )
+        matrix = matrix.to(backbone.device)
+        dist.all_reduce(matrix)
+        cm.matrix = matrix
+    out = _percent_metrics(cm.result())
+    if bootstrap > 0:
+        per_image = np.zeros((0, 3, num_classes)) if mine_only else cm.per_image_areas()
+        if ctx.enabled:
+            gathered: list[Any] = [None] * ctx.world_size
+            dist.all_gather_object(gathered, per_image)
+            per_image = np.concatenate(gathered)
+        ci = {}
+        for key, attr in (("mIoU", "miou"), ("mAcc", "macc"), ("aAcc", "aacc")):
+            lo, hi = bootstrap_ci(
+                per_image, lambda a, k=attr: getattr(iou_from_areas(a.sum(0)), k), n=bootstrap, seed=seed
+            )
+            ci[key] = [round(100 * lo, 4), round(100 * hi, 4)]
+        out["ci95"] = ci
+    return out

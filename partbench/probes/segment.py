@@ -1,0 +1,372 @@
+"""`partbench probe segment`: the study's linear segmentation probe on a frozen backbone.
+
+Protocol (paper.md 2.3, the study's `*_lp_freeze12.py` configs): blocks 4/6/8/12 of the frozen
+encoder, concatenated, one 1×1 conv (`seg_head.LinearSegHead`), AdamW 4e-4 / wd 0.05, poly schedule
+with 1500 warm-up iterations, 160k iterations at batch 16, mmseg augmentations, single-scale
+sliding-window evaluation (`slide.slide_inference`), mIoU/mAcc/aAcc from a confusion matrix.
+
+Two modes:
+- `full` (default): the backbone runs inside the training loop on augmented crops (the study's way).
+- `fast`: the backbone runs once per training image, resized to the crop size without
+  augmentation; the concatenated maps are cached (fp16, memory-mapped under the run folder) and
+  the head trains on them. Minutes instead of hours, *not* the study's protocol: the variant is
+  `linear-fast` and the result config says `mode: "fast"`. Evaluation is the same in both modes.
+
+Under torchrun (WORLD_SIZE > 1) the head is wrapped in DistributedDataParallel (NCCL on CUDA, gloo
+on CPU), each rank takes a slice of every global batch and of the validation images, confusion
+matrices are summed across ranks, and rank 0 writes checkpoints and the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from partbench.config import Protocol, as_protocol, data_dir
+from partbench.datasets import SegmentationDataset
+from partbench.datasets import seg_transforms as T
+from partbench.datasets.segmentation import SegDatasetSpec, get_seg_spec, load_image, load_label
+from partbench.distributed import DistContext, barrier, device_for, init_from_env
+from partbench.errors import PartbenchError
+from partbench.fsutil import atomic_write_json
+from partbench.probes.results import measure_run, provenance, result_path, safe_name, write_result
+from partbench.probes.seg_head import FrozenBackbone, LinearSegHead
+from partbench.probes.seg_train import (
+    CHECKPOINT_NAME,
+    ResumableBatchSampler,
+    SegTrainConfig,
+    TrainState,
+    load_checkpoint,
+    make_optimizer,
+    restore,
+    train_head,
+    unwrap,
+)
+from partbench.probes.slide import evaluate_slide
+
+MODES = ("full", "fast")
+VARIANTS = {"full": "linear", "fast": "linear-fast"}
+
+
+@dataclass(frozen=True)
+class SegGeometry:
+    """Crop, scales and sliding window of one run: the set's, or all scaled by crop / the set's crop."""
+
+    crop: tuple[int, int]
+    train_scale: tuple[int, int]
+    test_scale: tuple[int, int]
+    slide_crop: tuple[int, int]
+    slide_stride: tuple[int, int]
+
+    @classmethod
+    def for_spec(cls, spec: SegDatasetSpec, crop: int | None, patch_size: int) -> SegGeometry:
+        if crop is None:
+            geo = cls(spec.crop_size, spec.train_scale, spec.test_scale, spec.slide_crop, spec.slide_stride)
+        else:
+            r = crop / spec.crop_size[0]
+            scale = lambda s: (round(s[0] * r), round(s[1] * r))  # noqa: E731
+            stride = tuple(max(1, round(s * r)) for s in spec.slide_stride)
+            geo = cls((crop, crop), scale(spec.train_scale), scale(spec.test_scale), (crop, crop), stride)  # type: ignore[arg-type]
+        if any(c <= 0 or c % patch_size for c in geo.crop):
+            raise PartbenchError(
+                f"--crop {geo.crop[0]} must be a positive multiple of the patch size {patch_size}"
+            )
+        return geo
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+class StreamDataset(Dataset):
+    """Wraps a training `SegmentationDataset`: item `(index, draw)` augments with the stream's epoch."""
+
+    def __init__(self, base: SegmentationDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        index, draw = key
+        self.base.set_epoch(draw // len(self.base))
+        return self.base[index]
+
+
+class ResizedTrainSet(Dataset):
+    """Fast mode: each training image resized to the crop (bilinear; label nearest), no augmentation."""
+
+    def __init__(self, base: SegmentationDataset, crop: tuple[int, int]) -> None:
+        self.base, self.crop = base, crop
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        sample = self.base.samples[index]
+        image = load_image(sample.image)
+        label = load_label(sample.label, self.base.spec, image.shape[:2])
+        image, label = T.resize_image(image, self.crop), T.resize_label(label, self.crop)
+        return T.normalize(image, self.base.mean, self.base.std), torch.from_numpy(label.astype(np.int64))
+
+
+def build_fast_cache(
+    backbone: FrozenBackbone,
+    train_set: SegmentationDataset,
+    crop: tuple[int, int],
+    cache_dir: Path,
+    key: dict[str, Any],
+    ctx: DistContext,
+    num_workers: int,
+    batch_size: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features `[N, 4D, h, w]` fp16 and labels `[N, crop, crop]` uint8, memory-mapped; built once by rank 0.
+
+    The cache is reused only when its `manifest.json` holds the same key (model, checkpoint hash,
+    layers, crop, data set and its size); the manifest is written last, so a killed build is redone.
+    """
+    manifest = cache_dir / "manifest.json"
+    feats_path, labels_path = cache_dir / "features.npy", cache_dir / "labels.npy"
+
+    def valid() -> bool:
+        import json
+
+        try:
+            return json.loads(manifest.read_text()) == key
+        except (OSError, ValueError):
+            return False
+
+    if ctx.is_main and not valid():
+        manifest.unlink(missing_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        loader = DataLoader(ResizedTrainSet(train_set, crop), batch_size=batch_size, num_workers=num_workers)
+        feats = labels = None
+        start = 0
+        for images, labs in loader:
+            out = backbone(images).to(torch.float16).cpu().numpy()
+            if feats is None:
+                shape = (len(train_set), *out.shape[1:])
+                feats = np.lib.format.open_memmap(feats_path, mode="w+", dtype=np.float16, shape=shape)
+                labels = np.lib.format.open_memmap(
+                    labels_path, mode="w+", dtype=np.uint8, shape=(len(train_set), *crop)
+                )
+            feats[start : start + len(out)] = out
+            labels[start : start + len(out)] = labs.numpy().astype(np.uint8)  # type: ignore[index]
+            start += len(out)
+        feats.flush()  # type: ignore[union-attr]
+        labels.flush()  # type: ignore[union-attr]
+        del feats, labels
+        atomic_write_json(manifest, key)
+    barrier(ctx)
+    if not valid():
+        raise PartbenchError(f"{manifest}: fast-mode feature cache missing or stale after building it")
+    return np.load(feats_path, mmap_mode="r"), np.load(labels_path, mmap_mode="r")
+
+
+def cached_batches(
+    feats: np.ndarray, labels: np.ndarray, sampler: ResumableBatchSampler
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Fast mode: this rank's batches of cached maps (fp16) and labels, in the sampler's order."""
+    for batch in sampler:
+        idx = [i for i, _ in batch]
+        yield torch.from_numpy(np.asarray(feats[idx])), torch.from_numpy(np.asarray(labels[idx]))
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PartbenchError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def feature_name(layers: tuple[int, ...]) -> str:
+    """`layers_4_6_8_12` for 0-based blocks (3, 5, 7, 11): the result's `feature` field."""
+    return "layers_" + "_".join(str(b + 1) for b in layers)
+
+
+def run_segment(
+    model: str,
+    dataset: str,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    arch: str | dict[str, Any] | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    iters: int = 160_000,
+    batch_size: int = 16,
+    crop: int | None = None,
+    mode: str = "full",
+    eval_every: int = 16_000,
+    ckpt_every: int = 2000,
+    runs_dir: str | os.PathLike[str] = "runs",
+    results_dir: str | os.PathLike[str] = "results",
+    protocol: str | Protocol = "study",
+    device: str = "auto",
+    num_workers: int = 4,
+    resume: bool = True,
+    seed: int = 0,
+    lr: float = 4e-4,
+    warmup_iters: int | None = None,
+    bootstrap: int = 0,
+    suite: str = "custom",
+    progress: bool = True,
+    on_iteration: Callable[[int], None] | None = None,
+) -> Path:
+    """Train and evaluate the linear probe of `model` on `dataset`; returns the result JSON path."""
+    from partbench.encoders import load_encoder
+    from partbench.encoders.registry import parse_arch
+
+    if mode not in MODES:
+        raise PartbenchError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    protocol = as_protocol(protocol)
+    spec = get_seg_spec(dataset)
+    cfg = SegTrainConfig(
+        iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, seed=seed,
+        ckpt_every=ckpt_every, eval_every=eval_every, ignore_index=spec.ignore_index,
+    )  # fmt: skip
+    root = Path(data_root) if data_root is not None else data_dir() / dataset
+    dev_name = _resolve_device(device)
+    ctx = init_from_env(torch.device(dev_name).type)
+    dev = torch.device(device_for(ctx, dev_name))
+    arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
+    variant = VARIANTS[mode]
+    run_dir = Path(runs_dir) / "segment" / dataset / f"{safe_name(model)}__{variant}"
+    out_path = result_path(Path(results_dir), "segment", dataset, model, variant)
+
+    with measure_run() as stats:
+        enc = load_encoder(model, checkpoint=checkpoint, protocol=str(protocol), **arch_kw).to(dev).eval()
+        layers = tuple(enc.default_seg_layers)
+        geo = SegGeometry.for_spec(spec, crop, enc.patch_size)
+        backbone = FrozenBackbone(enc, layers, dev)
+        train_set = SegmentationDataset(
+            dataset, root, "train", train=True, crop_size=geo.crop, scale=geo.train_scale, seed=seed
+        )
+        val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale)
+        fingerprint = {
+            "model": model, "dataset": dataset, "checkpoint_sha256": enc.checkpoint_sha256,
+            "arch": sorted(arch_kw.items()), "protocol": str(protocol), "mode": mode,
+            "layers": list(layers), "crop": list(geo.crop), "train_scale": list(geo.train_scale),
+            "train_items": len(train_set), **{k: v for k, v in cfg.as_dict().items()
+                                              if k not in ("ckpt_every", "eval_every")},
+        }  # fmt: skip
+
+        torch.manual_seed(seed)
+        head: nn.Module = LinearSegHead(len(layers) * enc.embed_dim, spec.num_classes).to(dev)
+        optimizer = make_optimizer(head, cfg)
+        state = TrainState()
+        ckpt = run_dir / CHECKPOINT_NAME
+        if resume and ckpt.is_file():
+            state = restore(load_checkpoint(ckpt, fingerprint), head, optimizer)
+        start_iter = state.iteration
+        if ctx.enabled:
+            head = nn.parallel.DistributedDataParallel(
+                head, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
+
+        sampler = ResumableBatchSampler(
+            len(train_set), cfg.batch_size, seed, cfg.iters, start_iter, ctx.rank, ctx.world_size
+        )
+        if mode == "fast":
+            key = {k: fingerprint[k] for k in ("model", "dataset", "checkpoint_sha256", "arch", "protocol",
+                                               "layers", "crop", "train_items")}  # fmt: skip
+            feats, labels = build_fast_cache(
+                backbone, train_set, geo.crop, run_dir / "fast_cache", key, ctx, num_workers
+            )
+            batches: Any = cached_batches(feats, labels, sampler)
+            features_fn: Callable[[Tensor], Tensor] = lambda x: x.to(dev, non_blocking=True).float()  # noqa: E731
+        else:
+            batches = DataLoader(
+                StreamDataset(train_set), batch_sampler=sampler, num_workers=num_workers,
+                pin_memory=dev.type == "cuda",
+            )  # fmt: skip
+            features_fn = backbone
+
+        def evaluate(h: nn.Module, iteration: int) -> dict[str, Any]:
+            final = iteration == cfg.iters
+            return evaluate_slide(
+                backbone, unwrap(h), val_set, geo, ctx, num_workers, bootstrap if final else 0, seed
+            )
+
+        bar = _progress(progress and ctx.is_main, cfg.iters, start_iter, f"segment {model} {dataset}")
+        with bar as advance:
+            state = train_head(
+                head, optimizer, batches, features_fn, cfg, state, run_dir, fingerprint,
+                evaluate=evaluate, device=dev, on_iteration=on_iteration, progress=advance,
+            )  # fmt: skip
+
+    if ctx.is_main:
+        _write(out_path, state, model, dataset, variant, mode, protocol, suite, geo, layers, cfg,
+               arch_kw, enc.checkpoint_sha256, stats, start_iter, run_dir, ctx)  # fmt: skip
+    barrier(ctx)
+    return out_path
+
+
+def _write(out_path: Path, state: TrainState, model: str, dataset: str, variant: str, mode: str,
+           protocol: Protocol, suite: str, geo: SegGeometry, layers: tuple[int, ...], cfg: SegTrainConfig,
+           arch: dict[str, Any], sha: str | None, stats: Any, start_iter: int, run_dir: Path,
+           ctx: DistContext) -> None:  # fmt: skip
+    """Result JSON: metrics of the last evaluation (and the best by mIoU), config, provenance."""
+    if not state.history:
+        raise PartbenchError(f"{run_dir}: the run finished without an evaluation")
+    last = state.history[-1]
+    best = max(state.history, key=lambda h: -1.0 if h["mIoU"] is None else h["mIoU"])
+    metrics: dict[str, Any] = {k: last[k] for k in ("mIoU", "mAcc", "aAcc", "per_class_iou")}
+    metrics.update({f"{k}_best": best[k] for k in ("mIoU", "mAcc", "aAcc")})
+    if "ci95" in last:
+        metrics["ci95"] = last["ci95"]
+    train = cfg.as_dict()
+    config = {
+        "task": "segment", "dataset": dataset, "model": model, "variant": variant,
+        "feature": feature_name(layers), "probe": "linear", "protocol": str(protocol), "suite": suite,
+        "mode": mode, "layers": [b + 1 for b in layers], "arch": arch,
+        "crop": list(geo.crop), "train_scale": list(geo.train_scale), "test_scale": list(geo.test_scale),
+        "slide_crop": list(geo.slide_crop), "slide_stride": list(geo.slide_stride),
+        "augmentation": "none (resized to crop, cached features)" if mode == "fast"
+        else "rescale 0.5-2.0, crop (cat_max_ratio 0.75), flip, photometric",
+        "loss": "cross_entropy, ignore 255, mean over all pixels", "aux_head": False,
+        "inference": "slide, single scale, no flip", "world_size": ctx.world_size, **train,
+    }  # fmt: skip
+    prov = provenance(
+        stats,
+        checkpoint_sha256=sha,
+        best_iteration=best["iteration"],
+        eval_history=[{k: h[k] for k in ("iteration", "mIoU", "mAcc", "aAcc")} for h in state.history],
+        train_loss=state.losses,
+        resumed_from_iteration=start_iter,
+        run_dir=str(run_dir),
+    )
+    write_result(out_path, metrics, config, prov)
+
+
+class _progress:
+    """A rich progress bar on a terminal (else nothing); yields `advance(iteration)`."""
+
+    def __init__(self, enabled: bool, total: int, start: int, label: str) -> None:
+        self.enabled, self.total, self.start, self.label = enabled, total, start, label
+        self._cm: Any = nullcontext()
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        import sys
+
+        if not (self.enabled and sys.stderr.isatty()):
+            return None
+        from rich.progress import Progress
+
+        self._cm = Progress(transient=True)
+        bar = self._cm.__enter__()
+        task = bar.add_task(self.label, total=self.total, completed=self.start)
+        return lambda it: bar.update(task, completed=it)
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
