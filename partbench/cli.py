@@ -36,6 +36,65 @@ console = Console(stderr=True)
 
 
 # --- section: extract (partbench.features) ---------------------------------------------------
+from pathlib import Path as _ExtractPath  # noqa: E402  (this section's imports stay light: no torch)
+from typing import Annotated as _Ann  # noqa: E402
+
+
+@app.command("extract")
+def extract_cmd(
+    model: _Ann[str, typer.Option("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
+    dataset: _Ann[str, typer.Option("--dataset", help="Part data set (cub-parts, coco-parts) or imagenet.")],
+    split: _Ann[
+        str | None, typer.Option("--split", help="retrieval/train/val (default: retrieval; imagenet: val).")
+    ] = None,
+    checkpoint: _Ann[
+        _ExtractPath | None, typer.Option("--checkpoint", help="Checkpoint file (default: the registry's).")
+    ] = None,
+    arch: _Ann[str | None, typer.Option("--arch", help="timm overrides, e.g. embed_dim=64,depth=2.")] = None,
+    protocol: _Ann[str, typer.Option("--protocol", help="study (the paper's code) or clean.")] = "study",
+    data_root: _Ann[
+        _ExtractPath | None, typer.Option("--data-root", help="Data set folder (default $PARTBENCH_HOME/data/D).")
+    ] = None,
+    features_dir: _Ann[_ExtractPath, typer.Option("--features-dir", help="Cache root.")] = _ExtractPath("features"),
+    device: _Ann[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: _Ann[int, typer.Option("--batch-size", help="Patches per forward pass.")] = 256,
+    num_workers: _Ann[
+        int | None, typer.Option("--num-workers", help="DataLoader workers (default: min(8, CPUs)).")
+    ] = None,
+    dtype: _Ann[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")] = "auto",
+    tokens: _Ann[bool, typer.Option("--tokens", help="Also store all final tokens (tokens.npy, fp16).")] = False,
+    compile: _Ann[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
+) -> None:
+    """Extract features once into features/<model>/<dataset>/<split>/ (cached, resumable, torchrun-ready)."""
+    from partbench.features import default_split, run_extract
+
+    outcome = run_extract(
+        model,
+        dataset,
+        split or default_split(dataset),
+        checkpoint=checkpoint,
+        arch=arch,
+        protocol=protocol,
+        data_root=data_root,
+        features_dir=features_dir,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        dtype=dtype,
+        tokens=tokens,
+        compile=compile,
+        progress=True,
+    )
+    if outcome.rank != 0:
+        return
+    if outcome.status == "cached":
+        typer.echo(f"cached: {outcome.cache_dir} (key {outcome.cache_key[:12]}, up to date)")
+    else:
+        reused = f", {outcome.shards_reused} shards reused" if outcome.shards_reused else ""
+        typer.echo(
+            f"{outcome.status}: {outcome.cache_dir} ({outcome.n_items} items in {outcome.seconds:.1f} s{reused})"
+        )
+
 
 
 # --- section: probe retrieval / classify (partbench.probes) ----------------------------------
@@ -48,6 +107,77 @@ console = Console(stderr=True)
 
 
 # --- section: report, run (partbench.report, partbench.pipeline) -----------------------------
+from pathlib import Path  # noqa: E402  (imports of this section stay in it: sections are edited apart)
+from typing import Annotated  # noqa: E402
+
+
+def _split_names(values: list[str] | None) -> list[str] | None:
+    """`--models a,b --models c` -> [a, b, c]; None when not given."""
+    if not values:
+        return None
+    return [name.strip() for v in values for name in v.split(",") if name.strip()]
+
+
+@app.command("report")
+def report_cmd(
+    results_dir: Annotated[Path, typer.Option("--results-dir", help="Result JSONs.")] = Path("results"),
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="The paper's CSV (default reports/paper/paper_tables.csv)."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("reports"),
+    tolerance: Annotated[
+        str | None,
+        typer.Option("--tolerance", help="Points: '1.5' for every metric, or 'AP=1,top1=1,mIoU=1.5'."),
+    ] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="Only this suite's results.")] = None,
+) -> None:
+    """Tables beside the paper's (Δ, ✓/✗), claims C1–C11 on our numbers, figures, aggregate.csv/json."""
+    from partbench.report import build_report
+    from partbench.report.tables import parse_tolerance
+
+    try:
+        tol = parse_tolerance(tolerance)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    summary = build_report(results_dir, reference, out, tol, suite=suite)
+    if summary.smoke:
+        console.print("[yellow]smoke results: synthetic data and random weights, not the paper's numbers[/]")
+    within = f"{summary.n_within}/{summary.n_compared}"
+    console.print(f"{summary.n_results} result files; {within} judged cells within tolerance")
+    typer.echo(f"report: {summary.report}")
+
+
+@app.command("run")
+def run_cmd(
+    suite: Annotated[str, typer.Option("--suite", help="smoke (synthetic, CPU minutes) or paper.")] = "smoke",
+    models: Annotated[list[str] | None, typer.Option("--models", help="Encoders (comma-separated).")] = None,
+    datasets: Annotated[list[str] | None, typer.Option("--datasets", help="Data sets (comma-sep.).")] = None,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Root of the suite's outputs.")] = Path("."),
+    params: Annotated[Path | None, typer.Option("--params", help="params.yaml with the suites.")] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage", help="Only these stages: prepare, extract, retrieval, classify, segment, report."
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: suite's).")] = None,
+) -> None:
+    """Every stage in order: prepare (synth or fetch) → extract → probe → report."""
+    from partbench.pipeline import run_suite
+
+    summary = run_suite(
+        suite,
+        models=_split_names(models),
+        datasets=_split_names(datasets),
+        workdir=workdir,
+        params=params,
+        stages=_split_names(stage),
+        device=device,
+    )
+    console.print(summary.describe())
+    if summary.report is not None:
+        typer.echo(f"report: {summary.report}")
 
 
 def main() -> None:
