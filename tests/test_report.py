@@ -394,3 +394,30 @@ def test_cli_report(results, tmp_path):
     assert "40.0 (paper 35.0, Δ +5.0) ✓" in (out / "table3.md").read_text()
     bad = CliRunner().invoke(app, ["report", "--results-dir", str(results), "--tolerance", "AP:6"])
     assert bad.exit_code != 0
+
+
+def test_paper_regression_asserts_when_a_real_result_is_present(tmp_path):
+    """`-m paper` (test_paper_regression.py): passes within tolerance, fails outside, skips without."""
+    from test_paper_regression import test_reproduced_cell_within_tolerance as check
+
+    cell = next(
+        c
+        for c in load_paper_cells(PROJECT_CSV)
+        if c.cell_id == "table3/retrieval/cub-parts/encoded/-/AP/dino"
+    )
+    r = tmp_path / "results"
+    put(r, "retrieval", "cub-parts", "dino", "embedding", "-", {"AP": 49.8}, variant="near")
+    put(r, "retrieval", "cub-parts", "mae", "embedding", "-", {"AP": 31.0}, variant="far")
+    from partbench.report.results import load_measurements
+    from partbench.report.tables import pick
+
+    chosen, _ = pick(load_measurements(r))
+    reproduced = {(model, col): m for (_, _, model, col), m in chosen.items()}
+    check(cell, reproduced)  # 49.8 vs 48.9
+    mae = next(
+        c for c in load_paper_cells(PROJECT_CSV) if c.cell_id == "table3/retrieval/cub-parts/encoded/-/AP/mae"
+    )
+    with pytest.raises(AssertionError, match=r"AP 31.00 vs paper 28.5 \(Δ \+2.50, tolerance ±1.0\)"):
+        check(mae, reproduced)
+    with pytest.raises(pytest.skip.Exception, match="no real result for DINO"):
+        check(cell, {})
