@@ -1,6 +1,6 @@
 """Synthetic twins of the six segmentation sets, written in their real on-disk layouts.
 
-Scenes hold 1-3 objects on a noisy, low-saturation background. Each object is one of 4 kinds and is
+Scenes hold 1-2 large objects on a noisy, low-saturation background. Each object is one of 4 kinds and is
 made of 3 parts (stacked vertically or side by side); each of the 12 part classes has its own
 saturated colour and stripe texture, so a linear head on even random-weight ViT features separates
 them well above chance. The part/object hierarchy of the paper is kept: ADE20K-Part and
@@ -76,17 +76,21 @@ class Scene:
     objects: np.ndarray  # int64 [H, W]: 0 background, 1..4 object kind
 
 
-def make_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
-    """Draw one scene: textured background, then 1-3 objects of 3 parts each (later ones on top)."""
+def make_scene(rng: np.random.Generator, height: int, width: int, first_kind: int = 0) -> Scene:
+    """Draw one scene: textured background, then 1-2 objects of 3 parts each (later ones on top).
+
+    The first object is of kind `first_kind` (the writer cycles it, so every kind occurs in every
+    split); the others are drawn at random.
+    """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     base = rng.uniform(90, 160) + rng.uniform(-12, 12, size=3)
     smooth = np.sin(xx / rng.uniform(9, 20) + rng.uniform(0, 6)) * np.cos(yy / rng.uniform(9, 20))
     image = base + 18 * smooth[..., None] + rng.normal(0, 10, size=(height, width, 3))
     parts = np.zeros((height, width), dtype=np.int64)
-    for _ in range(int(rng.integers(1, 4))):
-        kind = int(rng.integers(N_KINDS))
-        oh = int(rng.integers(height * 4 // 10, height * 7 // 10 + 1))
-        ow = int(rng.integers(width * 3 // 10, width * 5 // 10 + 1))
+    for k in range(int(rng.integers(1, 3))):
+        kind = first_kind % N_KINDS if k == 0 else int(rng.integers(N_KINDS))
+        oh = int(rng.integers(height * 6 // 10, height * 9 // 10 + 1))
+        ow = int(rng.integers(width * 4 // 10, width * 6 // 10 + 1))
         y0 = int(rng.integers(0, height - oh + 1))
         x0 = int(rng.integers(0, width - ow + 1))
         cuts = np.cumsum([0.0, *rng.dirichlet([6.0] * PARTS_PER_KIND)])
@@ -186,7 +190,7 @@ def write_segmentation_sets(out: Path, seed: int = 0, scale: str = "small") -> d
         scenes: dict[str, list[Scene]] = {}
         for s_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
             rng = np.random.default_rng([seed, f_index, s_index])
-            scenes[split] = [make_scene(rng, *sizes[int(rng.integers(len(sizes)))]) for _ in range(count)]
+            scenes[split] = [make_scene(rng, *sizes[int(rng.integers(len(sizes)))], i) for i in range(count)]
         for name, level in ((part_set, "part"), (object_set, "object")):
             if name is not None:
                 written[name] = _write_set(out, SEG_DATASETS[name], family, level, scenes, seed, scale)
