@@ -101,6 +101,69 @@ def extract_cmd(
 
 
 # --- section: probe segment (partbench.probes.segment) ---------------------------------------
+from pathlib import Path as _SP  # noqa: E402  (imports of this section stay in it)
+from typing import Annotated as _SA  # noqa: E402
+
+_seg = typer.Option
+
+
+@probe_app.command("segment")
+def probe_segment_cmd(
+    model: _SA[str, _seg("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
+    dataset: _SA[str, _seg("--dataset", help="ade20k-part, pascal-part, lip, ade20k-object, ...")],
+    checkpoint: _SA[
+        str | None, _seg("--checkpoint", help="Checkpoint file (default: the registry's).")
+    ] = None,
+    arch: _SA[str | None, _seg("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
+    data_root: _SA[
+        _SP | None, _seg("--data-root", help="Data folder (default $PARTBENCH_HOME/data/D).")
+    ] = None,
+    iters: _SA[int, _seg("--iters", help="Training iterations (study: 160000).")] = 160_000,
+    batch_size: _SA[int, _seg("--batch-size", help="Global batch size (study: 16).")] = 16,
+    crop: _SA[int | None, _seg("--crop", help="Crop side; scales and slide window scale with it.")] = None,
+    mode: _SA[
+        str, _seg("--mode", help="full (study: backbone in the loop) or fast (cached features).")
+    ] = "full",
+    eval_every: _SA[int, _seg("--eval-every", help="Evaluate every N iterations (0: at the end).")] = 16_000,
+    ckpt_every: _SA[int, _seg("--ckpt-every", help="Checkpoint every N iterations.")] = 2000,
+    resume: _SA[bool, _seg("--resume/--no-resume", help="Resume from the run's checkpoint.")] = True,
+    runs_dir: _SA[_SP, _seg("--runs-dir", help="Checkpoints and caches.")] = _SP("runs"),
+    results_dir: _SA[_SP, _seg("--results-dir", help="Result JSON root.")] = _SP("results"),
+    protocol: _SA[str, _seg("--protocol", help="study (the paper's code) or clean.")] = "study",
+    device: _SA[str, _seg("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    num_workers: _SA[int, _seg("--num-workers", help="DataLoader workers.")] = 4,
+    seed: _SA[int, _seg("--seed", help="Head init and data order.")] = 0,
+    bootstrap: _SA[int, _seg("--bootstrap", help="Bootstrap resamples for ci95 (0: none).")] = 0,
+) -> None:
+    """Linear segmentation probe on blocks 4/6/8/12 of a frozen encoder (torchrun-ready, resumable)."""
+    import json as _json
+
+    from partbench.probes.segment import run_segment
+
+    path = run_segment(
+        model,
+        dataset,
+        checkpoint=checkpoint,
+        arch=arch,
+        data_root=data_root,
+        iters=iters,
+        batch_size=batch_size,
+        crop=crop,
+        mode=mode,
+        eval_every=eval_every,
+        ckpt_every=ckpt_every,
+        runs_dir=runs_dir,
+        results_dir=results_dir,
+        protocol=protocol,
+        device=device,
+        num_workers=num_workers,
+        resume=resume,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+    if path is not None:
+        m = _json.loads(path.read_text())["metrics"]
+        typer.echo(f"{path}: mIoU {m['mIoU']} mAcc {m['mAcc']} aAcc {m['aAcc']} (best mIoU {m['mIoU_best']})")
 
 
 # --- section: probe layers (partbench.probes.layers) -----------------------------------------

@@ -19,6 +19,7 @@ matrices are summed across ranks, and rank 0 writes checkpoints and the result.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -136,11 +137,11 @@ def build_fast_cache(
     manifest = cache_dir / "manifest.json"
     feats_path, labels_path = cache_dir / "features.npy", cache_dir / "labels.npy"
 
-    def valid() -> bool:
-        import json
+    want = json.loads(json.dumps(key))  # as it reads back from JSON
 
+    def valid() -> bool:
         try:
-            return json.loads(manifest.read_text()) == key
+            return json.loads(manifest.read_text()) == want
         except (OSError, ValueError):
             return False
 
@@ -222,8 +223,11 @@ def run_segment(
     suite: str = "custom",
     progress: bool = True,
     on_iteration: Callable[[int], None] | None = None,
-) -> Path:
-    """Train and evaluate the linear probe of `model` on `dataset`; returns the result JSON path."""
+) -> Path | None:
+    """Train and evaluate the linear probe of `model` on `dataset`; returns the result JSON path.
+
+    Under torchrun only rank 0 writes the result and gets its path; other ranks get None.
+    """
     from partbench.encoders import load_encoder
     from partbench.encoders.registry import parse_arch
 
@@ -255,7 +259,7 @@ def run_segment(
         val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale)
         fingerprint = {
             "model": model, "dataset": dataset, "checkpoint_sha256": enc.checkpoint_sha256,
-            "arch": sorted(arch_kw.items()), "protocol": str(protocol), "mode": mode,
+            "arch": ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw)), "protocol": str(protocol), "mode": mode,
             "layers": list(layers), "crop": list(geo.crop), "train_scale": list(geo.train_scale),
             "train_items": len(train_set), **{k: v for k, v in cfg.as_dict().items()
                                               if k not in ("ckpt_every", "eval_every")},
@@ -295,8 +299,9 @@ def run_segment(
         def evaluate(h: nn.Module, iteration: int) -> dict[str, Any]:
             final = iteration == cfg.iters
             return evaluate_slide(
-                backbone, unwrap(h), val_set, geo, ctx, num_workers, bootstrap if final else 0, seed
-            )
+                backbone, unwrap(h), val_set, geo.slide_crop, geo.slide_stride, ctx, num_workers,
+                bootstrap=bootstrap if final else 0, seed=seed,
+            )  # fmt: skip
 
         bar = _progress(progress and ctx.is_main, cfg.iters, start_iter, f"segment {model} {dataset}")
         with bar as advance:
@@ -309,7 +314,7 @@ def run_segment(
         _write(out_path, state, model, dataset, variant, mode, protocol, suite, geo, layers, cfg,
                arch_kw, enc.checkpoint_sha256, stats, start_iter, run_dir, ctx)  # fmt: skip
     barrier(ctx)
-    return out_path
+    return out_path if ctx.is_main else None
 
 
 def _write(out_path: Path, state: TrainState, model: str, dataset: str, variant: str, mode: str,
