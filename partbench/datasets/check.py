@@ -1,0 +1,83 @@
+"""``partbench datasets --check ROOT``: validate every data set present under ``ROOT/<name>/``.
+
+``check_parts(name, root)`` has the shape of the segmentation helper's ``check_segmentation``:
+``(counts, problems)`` with ``counts[split][class] = number of part patches`` (plus
+``counts["images"][split]`` = images contributing patches) and every problem found as one line;
+problems are collected, not raised. Images are opened (header only) to catch missing or
+unreadable files without decoding every pixel.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from partbench.datasets.cub import read_images
+from partbench.datasets.parts import PART_DATASETS, part_images_dir, part_patches, resolve_data_root
+from partbench.errors import DatasetError
+
+Report = tuple[dict[str, dict[str, int]], list[str]]
+
+
+def _image_problem(path: Path) -> str | None:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except FileNotFoundError:
+        return f"{path}: image not found"
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        return f"{path}: cannot decode image ({exc})"
+    return None
+
+
+def check_parts(name: str, root: str | Path) -> Report:
+    """Counts per split and class, and every problem found, for ``cub-parts`` / ``coco-parts``."""
+    spec = PART_DATASETS[name]
+    base = resolve_data_root(name, root)
+    counts: dict[str, dict[str, int]] = {"images": {}}
+    problems: list[str] = []
+    if not base.is_dir():
+        return counts, [f"{base}: data set folder missing ({name})"]
+    if name == "cub-parts":
+        try:  # every listed image, not only those with patches
+            for image_id, (rel, lineno) in read_images(base).items():
+                if not (base / "images" / rel).is_file():
+                    problems.append(f"{base / 'images.txt'}:{lineno}: image {image_id} {rel} not found")
+        except DatasetError as exc:
+            problems.append(str(exc))
+    for split in spec.splits:
+        try:
+            items = part_patches(name, base, split)
+        except DatasetError as exc:
+            problems.append(str(exc))
+            continue
+        per_class = Counter(item.part for item in items)
+        counts[split] = {c: per_class.get(c, 0) for c in spec.classes}
+        images = dict.fromkeys(item.image for item in items)
+        counts["images"][split] = len(images)
+        if split == "retrieval" and name == "coco-parts":
+            continue  # the same files as train
+        images_dir = part_images_dir(name, base, split)
+        problems += [p for p in (_image_problem(images_dir / rel) for rel in images) if p]
+    return counts, problems
+
+
+def check_dataset(name: str, root: str | Path) -> Report:
+    """``check_parts`` or the segmentation helper's ``check_segmentation``, by kind."""
+    if name in PART_DATASETS:
+        return check_parts(name, root)
+    from partbench.datasets.segmentation import check_segmentation
+
+    return check_segmentation(name, resolve_data_root(name, root))
+
+
+def check_all(root: str | Path) -> dict[str, Report]:
+    """``check_dataset`` for every registered name whose folder exists under ``root``."""
+    from partbench.datasets.registry import list_datasets
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: folder not found")
+    return {name: check_dataset(name, root / name) for name in list_datasets() if (root / name).is_dir()}
