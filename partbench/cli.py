@@ -30,6 +30,68 @@ console = Console(stderr=True)
 
 
 # --- section: datasets, synth (partbench.datasets) -------------------------------------------
+from pathlib import Path as _DataPath  # noqa: E402  (this section's imports stay in it)
+from typing import Annotated as _DataAnn  # noqa: E402
+
+from partbench.errors import DatasetError as _DataError  # noqa: E402
+
+
+@app.command("datasets")
+def datasets_cmd(
+    check: _DataAnn[
+        _DataPath | None,
+        typer.Option("--check", help="Validate each data set present under ROOT/<name>/: counts, problems."),
+    ] = None,
+) -> None:
+    """The data set registry and what is present under $PARTBENCH_HOME/data; --check ROOT validates."""
+    from rich.table import Table
+
+    from partbench.config import data_dir
+    from partbench.datasets.registry import dataset_rows
+
+    out = Console(width=160)
+    if check is None:
+        table = Table(title=f"data sets (present under {data_dir()})")
+        for col in ("name", "kind", "splits", "classes", "present", "description"):
+            table.add_column(col)
+        for info, present in dataset_rows():
+            mark = "[green]yes[/]" if present else "[dim]no[/]"
+            splits, n = ",".join(info.splits), str(info.num_classes)
+            table.add_row(info.name, info.kind, splits, n, mark, info.description)
+        out.print(table)
+        return
+    from partbench.datasets.check import check_all
+
+    reports = check_all(check)
+    if not reports:
+        raise _DataError(f"{check}: no registered data set folder found (expected ROOT/<name>/)")
+    n_problems = 0
+    for name, (counts, problems) in reports.items():
+        out.print(f"[bold]{name}[/] ({check / name})", highlight=False)
+        for key, per in counts.items():
+            shown = ", ".join(f"{k}={v}" for k, v in list(per.items())[:12])
+            more = f", … ({len(per)} in all)" if len(per) > 12 else ""
+            out.print(f"  {key}: {shown}{more}", highlight=False)
+        for problem in problems:
+            out.print(f"  [red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        n_problems += len(problems)
+    if n_problems:
+        raise _DataError(f"{check}: {n_problems} problem(s) found in {len(reports)} data set(s)")
+    out.print(f"{len(reports)} data set(s) checked, no problems")
+
+
+@app.command("synth")
+def synth_cmd(
+    out: _DataAnn[_DataPath, typer.Option("--out", help="Folder to write <dataset-name>/ layouts into.")],
+    seed: _DataAnn[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
+    scale: _DataAnn[str, typer.Option("--scale", help="small (seconds) or medium.")] = "small",
+) -> None:
+    """Write every synthetic data set (each in its real on-disk format) under OUT."""
+    from partbench.datasets.synth import write_synthetic
+
+    written = write_synthetic(out, seed=seed, scale=scale)
+    for name, path in written.items():
+        typer.echo(f"{name}: {path}")
 
 
 # --- section: fetch (partbench.fetch) --------------------------------------------------------
