@@ -95,6 +95,63 @@ def synth_cmd(
 
 
 # --- section: fetch (partbench.fetch) --------------------------------------------------------
+from pathlib import Path as _FetchPath  # noqa: E402  (imports of this section stay in it)
+from typing import Annotated as _FetchAnn  # noqa: E402
+
+
+def _fetch_names(values: list[str] | None) -> list[str]:
+    """`--models a,b --models c` -> [a, b, c]."""
+    return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
+
+
+@app.command("fetch")
+def fetch_cmd(
+    models: _FetchAnn[
+        list[str] | None, typer.Option("--models", "-m", help="Encoders (repeat or comma-separate; 'all').")
+    ] = None,
+    datasets: _FetchAnn[
+        list[str] | None,
+        typer.Option("--datasets", "-d", help="Data sets (repeat or comma-separate; 'all')."),
+    ] = None,
+    from_path: _FetchAnn[
+        _FetchPath | None,
+        typer.Option("--from", help="Register a file or folder you already have instead of downloading."),
+    ] = None,
+    dest_root: _FetchAnn[
+        _FetchPath | None,
+        typer.Option(
+            "--dest-root", help="Put checkpoints/ and data/ here instead of $PARTBENCH_HOME (DVC: '.')."
+        ),
+    ] = None,
+    copy: _FetchAnn[bool, typer.Option("--copy/--link", help="--from: copy instead of symlinking.")] = False,
+    keep_archives: _FetchAnn[
+        bool, typer.Option("--keep-archives/--delete-archives", help="Keep archives after extraction.")
+    ] = True,
+    retries: _FetchAnn[int, typer.Option("--retries", help="Retries per file on 5xx/timeouts/drops.")] = 5,
+    timeout: _FetchAnn[float, typer.Option("--timeout", help="Seconds to wait for the server.")] = 60.0,
+    backoff: _FetchAnn[float, typer.Option("--backoff", help="First retry wait in seconds (doubles).")] = 1.0,
+) -> None:
+    """Download and verify encoder checkpoints and data sets (sha256, resume, retry); print a summary."""
+    from rich.console import Console as _Console
+
+    from partbench.fetch import FetchOptions, Status, fetch, summary_table
+
+    options = FetchOptions(
+        retries=retries, backoff=backoff, timeout=timeout, keep_archives=keep_archives, link=not copy
+    )
+    records = fetch(
+        _fetch_names(models),
+        _fetch_names(datasets),
+        from_path=from_path,
+        dest_root=dest_root,
+        options=options,
+    )
+    _Console(width=160).print(summary_table(records))
+    failed = sum(r.status is Status.FAILED for r in records)
+    if failed:
+        console.print(f"[bold red]{failed} of {len(records)} file(s) failed[/]")
+        raise typer.Exit(1)
+
 
 
 # --- section: extract (partbench.features) ---------------------------------------------------
@@ -160,6 +217,106 @@ def extract_cmd(
 
 
 # --- section: probe retrieval / classify (partbench.probes) ----------------------------------
+from pathlib import Path as _RCPath  # noqa: E402  (imports of this section stay in it)
+from typing import Annotated as _RCAnn  # noqa: E402
+
+_rc = typer.Option
+
+
+@probe_app.command("retrieval")
+def probe_retrieval_cmd(
+    model: _RCAnn[str, _rc("--model", help="Encoder name whose features were extracted.")],
+    dataset: _RCAnn[str, _rc("--dataset", help="cub-parts or coco-parts (or any extracted set).")],
+    split: _RCAnn[str, _rc("--split", help="Cached split to retrieve within.")] = "retrieval",
+    feature: _RCAnn[
+        list[str] | None, _rc("--feature", help="embedding, cls_token, projection (default: all cached).")
+    ] = None,
+    features_dir: _RCAnn[_RCPath, _rc("--features-dir", help="Feature cache root.")] = _RCPath("features"),
+    results_dir: _RCAnn[_RCPath, _rc("--results-dir", help="Result JSON root.")] = _RCPath("results"),
+    protocol: _RCAnn[
+        str | None,
+        _rc("--protocol", help="study (query in its own ranking) or clean (default: the cache's)."),
+    ] = None,
+    bootstrap: _RCAnn[
+        int, _rc("--bootstrap", help="Bootstrap resamples of the queries for ci95 (0: none).")
+    ] = 0,
+    seed: _RCAnn[int, _rc("--seed", help="Bootstrap seed.")] = 0,
+    device: _RCAnn[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Part retrieval: cosine similarity on cached features, AP (mean over queries) and mAP."""
+    import json as _json
+
+    from partbench.probes.retrieval import run_retrieval
+
+    paths = run_retrieval(
+        model,
+        dataset,
+        features_dir=features_dir,
+        results_dir=results_dir,
+        split=split,
+        features=feature or None,
+        protocol=protocol,
+        bootstrap=bootstrap,
+        seed=seed,
+        device=device,
+        log=lambda msg: console.print(msg, highlight=False),
+    )
+    for path in paths:
+        m = _json.loads(path.read_text())["metrics"]
+        typer.echo(f"{path}: AP {m['AP']:.2f} mAP {m['mAP']:.2f}")
+
+
+@probe_app.command("classify")
+def probe_classify_cmd(
+    model: _RCAnn[str, _rc("--model", help="Encoder name whose train/val features were extracted.")],
+    dataset: _RCAnn[str, _rc("--dataset", help="cub-parts, coco-parts or imagenet.")],
+    head: _RCAnn[
+        str, _rc("--head", help="linear (cls token) or attentive (all tokens; needs --tokens).")
+    ] = "linear",
+    features_dir: _RCAnn[_RCPath, _rc("--features-dir", help="Feature cache root.")] = _RCPath("features"),
+    results_dir: _RCAnn[_RCPath, _rc("--results-dir", help="Result JSON root.")] = _RCPath("results"),
+    epochs: _RCAnn[int, _rc("--epochs", help="Training epochs (study: 90).")] = 90,
+    batch_size: _RCAnn[int, _rc("--batch-size", help="Batch size (study: 1024).")] = 1024,
+    lr: _RCAnn[
+        float | None, _rc("--lr", help="Learning rate (default: 0.1 linear / 0.01 attentive × bs/256).")
+    ] = None,
+    seed: _RCAnn[int, _rc("--seed", help="Head init and shuffling.")] = 0,
+    protocol: _RCAnn[
+        str | None, _rc("--protocol", help="study (BN batch stats at eval) or clean (default: the cache's).")
+    ] = None,
+    device: _RCAnn[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Part classification: train a linear or attentive head on cached train features, top-1 on val."""
+    import json as _json
+
+    from rich.progress import Progress
+
+    from partbench.probes.classify import run_classify
+
+    with Progress(console=console, disable=not sys.stdout.isatty(), transient=True) as bar:
+        task = bar.add_task(f"{head} probe", total=epochs)
+
+        def _advance(epoch: int, loss: float, top1: float) -> None:
+            bar.update(
+                task, completed=epoch, description=f"{head} probe: loss {loss:.3f}, val {100 * top1:.2f}"
+            )
+
+        path = run_classify(
+            model,
+            dataset,
+            head=head,
+            features_dir=features_dir,
+            results_dir=results_dir,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            protocol=protocol,
+            on_epoch=_advance,
+        )
+    m = _json.loads(path.read_text())["metrics"]
+    typer.echo(f"{path}: top1 {m['top1']:.2f} (best {m['top1_best']:.2f})")
 
 
 # --- section: probe segment (partbench.probes.segment) ---------------------------------------
