@@ -19,27 +19,23 @@ matrices are summed across ranks, and rank 0 writes checkpoints and the result.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from partbench.config import Protocol, as_protocol, data_dir
 from partbench.datasets import SegmentationDataset
-from partbench.datasets import seg_transforms as T
-from partbench.datasets.segmentation import SegDatasetSpec, get_seg_spec, load_image, load_label
+from partbench.datasets.segmentation import get_seg_spec
 from partbench.distributed import DistContext, barrier, device_for, init_from_env
 from partbench.errors import PartbenchError
-from partbench.fsutil import atomic_write_json
 from partbench.probes.results import measure_run, provenance, result_path, safe_name, write_result
+from partbench.probes.seg_data import SegGeometry, StreamDataset, build_fast_cache, cached_batches
 from partbench.probes.seg_head import FrozenBackbone, LinearSegHead
 from partbench.probes.seg_train import (
     CHECKPOINT_NAME,
@@ -56,132 +52,6 @@ from partbench.probes.slide import evaluate_slide
 
 MODES = ("full", "fast")
 VARIANTS = {"full": "linear", "fast": "linear-fast"}
-
-
-@dataclass(frozen=True)
-class SegGeometry:
-    """Crop, scales and sliding window of one run: the set's, or all scaled by crop / the set's crop."""
-
-    crop: tuple[int, int]
-    train_scale: tuple[int, int]
-    test_scale: tuple[int, int]
-    slide_crop: tuple[int, int]
-    slide_stride: tuple[int, int]
-
-    @classmethod
-    def for_spec(cls, spec: SegDatasetSpec, crop: int | None, patch_size: int) -> SegGeometry:
-        if crop is None:
-            geo = cls(spec.crop_size, spec.train_scale, spec.test_scale, spec.slide_crop, spec.slide_stride)
-        else:
-            r = crop / spec.crop_size[0]
-            scale = lambda s: (round(s[0] * r), round(s[1] * r))  # noqa: E731
-            stride = tuple(max(1, round(s * r)) for s in spec.slide_stride)
-            geo = cls((crop, crop), scale(spec.train_scale), scale(spec.test_scale), (crop, crop), stride)  # type: ignore[arg-type]
-        if any(c <= 0 or c % patch_size for c in geo.crop):
-            raise PartbenchError(
-                f"--crop {geo.crop[0]} must be a positive multiple of the patch size {patch_size}"
-            )
-        return geo
-
-
-# --- data ---------------------------------------------------------------------------------------
-
-
-class StreamDataset(Dataset):
-    """Wraps a training `SegmentationDataset`: item `(index, draw)` augments with the stream's epoch."""
-
-    def __init__(self, base: SegmentationDataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        index, draw = key
-        self.base.set_epoch(draw // len(self.base))
-        return self.base[index]
-
-
-class ResizedTrainSet(Dataset):
-    """Fast mode: each training image resized to the crop (bilinear; label nearest), no augmentation."""
-
-    def __init__(self, base: SegmentationDataset, crop: tuple[int, int]) -> None:
-        self.base, self.crop = base, crop
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        sample = self.base.samples[index]
-        image = load_image(sample.image)
-        label = load_label(sample.label, self.base.spec, image.shape[:2])
-        image, label = T.resize_image(image, self.crop), T.resize_label(label, self.crop)
-        return T.normalize(image, self.base.mean, self.base.std), torch.from_numpy(label.astype(np.int64))
-
-
-def build_fast_cache(
-    backbone: FrozenBackbone,
-    train_set: SegmentationDataset,
-    crop: tuple[int, int],
-    cache_dir: Path,
-    key: dict[str, Any],
-    ctx: DistContext,
-    num_workers: int,
-    batch_size: int = 16,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features `[N, 4D, h, w]` fp16 and labels `[N, crop, crop]` uint8, memory-mapped; built once by rank 0.
-
-    The cache is reused only when its `manifest.json` holds the same key (model, checkpoint hash,
-    layers, crop, data set and its size); the manifest is written last, so a killed build is redone.
-    """
-    manifest = cache_dir / "manifest.json"
-    feats_path, labels_path = cache_dir / "features.npy", cache_dir / "labels.npy"
-
-    want = json.loads(json.dumps(key))  # as it reads back from JSON
-
-    def valid() -> bool:
-        try:
-            return json.loads(manifest.read_text()) == want
-        except (OSError, ValueError):
-            return False
-
-    if ctx.is_main and not valid():
-        manifest.unlink(missing_ok=True)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        loader = DataLoader(ResizedTrainSet(train_set, crop), batch_size=batch_size, num_workers=num_workers)
-        feats = labels = None
-        start = 0
-        for images, labs in loader:
-            out = backbone(images).to(torch.float16).cpu().numpy()
-            if feats is None:
-                shape = (len(train_set), *out.shape[1:])
-                feats = np.lib.format.open_memmap(feats_path, mode="w+", dtype=np.float16, shape=shape)
-                labels = np.lib.format.open_memmap(
-                    labels_path, mode="w+", dtype=np.uint8, shape=(len(train_set), *crop)
-                )
-            feats[start : start + len(out)] = out
-            labels[start : start + len(out)] = labs.numpy().astype(np.uint8)  # type: ignore[index]
-            start += len(out)
-        feats.flush()  # type: ignore[union-attr]
-        labels.flush()  # type: ignore[union-attr]
-        del feats, labels
-        atomic_write_json(manifest, key)
-    barrier(ctx)
-    if not valid():
-        raise PartbenchError(f"{manifest}: fast-mode feature cache missing or stale after building it")
-    return np.load(feats_path, mmap_mode="r"), np.load(labels_path, mmap_mode="r")
-
-
-def cached_batches(
-    feats: np.ndarray, labels: np.ndarray, sampler: ResumableBatchSampler
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Fast mode: this rank's batches of cached maps (fp16) and labels, in the sampler's order."""
-    for batch in sampler:
-        idx = [i for i, _ in batch]
-        yield torch.from_numpy(np.asarray(feats[idx])), torch.from_numpy(np.asarray(labels[idx]))
-
-
-# --- orchestration ------------------------------------------------------------------------------
 
 
 def _resolve_device(device: str) -> str:
@@ -236,9 +106,15 @@ def run_segment(
     protocol = as_protocol(protocol)
     spec = get_seg_spec(dataset)
     cfg = SegTrainConfig(
-        iters=iters, batch_size=batch_size, lr=lr, warmup_iters=warmup_iters, seed=seed,
-        ckpt_every=ckpt_every, eval_every=eval_every, ignore_index=spec.ignore_index,
-    )  # fmt: skip
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_iters=warmup_iters,
+        seed=seed,
+        ckpt_every=ckpt_every,
+        eval_every=eval_every,
+        ignore_index=spec.ignore_index,
+    )
     root = Path(data_root) if data_root is not None else data_dir() / dataset
     dev_name = _resolve_device(device)
     ctx = init_from_env(torch.device(dev_name).type)
@@ -257,13 +133,20 @@ def run_segment(
             dataset, root, "train", train=True, crop_size=geo.crop, scale=geo.train_scale, seed=seed
         )
         val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale)
+        arch_text = ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw))
         fingerprint = {
-            "model": model, "dataset": dataset, "checkpoint_sha256": enc.checkpoint_sha256,
-            "arch": ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw)), "protocol": str(protocol), "mode": mode,
-            "layers": list(layers), "crop": list(geo.crop), "train_scale": list(geo.train_scale),
-            "train_items": len(train_set), **{k: v for k, v in cfg.as_dict().items()
-                                              if k not in ("ckpt_every", "eval_every")},
-        }  # fmt: skip
+            "model": model,
+            "dataset": dataset,
+            "checkpoint_sha256": enc.checkpoint_sha256,
+            "arch": arch_text,
+            "protocol": str(protocol),
+            "mode": mode,
+            "layers": list(layers),
+            "crop": list(geo.crop),
+            "train_scale": list(geo.train_scale),
+            "train_items": len(train_set),
+            **{k: v for k, v in cfg.as_dict().items() if k not in ("ckpt_every", "eval_every")},
+        }
 
         torch.manual_seed(seed)
         head: nn.Module = LinearSegHead(len(layers) * enc.embed_dim, spec.num_classes).to(dev)
@@ -282,8 +165,19 @@ def run_segment(
             len(train_set), cfg.batch_size, seed, cfg.iters, start_iter, ctx.rank, ctx.world_size
         )
         if mode == "fast":
-            key = {k: fingerprint[k] for k in ("model", "dataset", "checkpoint_sha256", "arch", "protocol",
-                                               "layers", "crop", "train_items")}  # fmt: skip
+            key = {
+                k: fingerprint[k]
+                for k in (
+                    "model",
+                    "dataset",
+                    "checkpoint_sha256",
+                    "arch",
+                    "protocol",
+                    "layers",
+                    "crop",
+                    "train_items",
+                )
+            }
             feats, labels = build_fast_cache(
                 backbone, train_set, geo.crop, run_dir / "fast_cache", key, ctx, num_workers
             )
@@ -291,36 +185,87 @@ def run_segment(
             features_fn: Callable[[Tensor], Tensor] = lambda x: x.to(dev, non_blocking=True).float()  # noqa: E731
         else:
             batches = DataLoader(
-                StreamDataset(train_set), batch_sampler=sampler, num_workers=num_workers,
+                StreamDataset(train_set),
+                batch_sampler=sampler,
+                num_workers=num_workers,
                 pin_memory=dev.type == "cuda",
-            )  # fmt: skip
+            )
             features_fn = backbone
 
         def evaluate(h: nn.Module, iteration: int) -> dict[str, Any]:
             final = iteration == cfg.iters
             return evaluate_slide(
-                backbone, unwrap(h), val_set, geo.slide_crop, geo.slide_stride, ctx, num_workers,
-                bootstrap=bootstrap if final else 0, seed=seed,
-            )  # fmt: skip
+                backbone,
+                unwrap(h),
+                val_set,
+                geo.slide_crop,
+                geo.slide_stride,
+                ctx,
+                num_workers,
+                bootstrap=bootstrap if final else 0,
+                seed=seed,
+            )
 
         bar = _progress(progress and ctx.is_main, cfg.iters, start_iter, f"segment {model} {dataset}")
         with bar as advance:
             state = train_head(
-                head, optimizer, batches, features_fn, cfg, state, run_dir, fingerprint,
-                evaluate=evaluate, device=dev, on_iteration=on_iteration, progress=advance,
-            )  # fmt: skip
+                head,
+                optimizer,
+                batches,
+                features_fn,
+                cfg,
+                state,
+                run_dir,
+                fingerprint,
+                evaluate=evaluate,
+                device=dev,
+                on_iteration=on_iteration,
+                progress=advance,
+            )
 
     if ctx.is_main:
-        _write(out_path, state, model, dataset, variant, mode, protocol, suite, geo, layers, cfg,
-               arch_kw, enc.checkpoint_sha256, stats, start_iter, run_dir, ctx)  # fmt: skip
+        _write(
+            out_path,
+            state,
+            model,
+            dataset,
+            variant,
+            mode,
+            protocol,
+            suite,
+            geo,
+            layers,
+            cfg,
+            arch_kw,
+            enc.checkpoint_sha256,
+            stats,
+            start_iter,
+            run_dir,
+            ctx,
+        )
     barrier(ctx)
     return out_path if ctx.is_main else None
 
 
-def _write(out_path: Path, state: TrainState, model: str, dataset: str, variant: str, mode: str,
-           protocol: Protocol, suite: str, geo: SegGeometry, layers: tuple[int, ...], cfg: SegTrainConfig,
-           arch: dict[str, Any], sha: str | None, stats: Any, start_iter: int, run_dir: Path,
-           ctx: DistContext) -> None:  # fmt: skip
+def _write(
+    out_path: Path,
+    state: TrainState,
+    model: str,
+    dataset: str,
+    variant: str,
+    mode: str,
+    protocol: Protocol,
+    suite: str,
+    geo: SegGeometry,
+    layers: tuple[int, ...],
+    cfg: SegTrainConfig,
+    arch: dict[str, Any],
+    sha: str | None,
+    stats: Any,
+    start_iter: int,
+    run_dir: Path,
+    ctx: DistContext,
+) -> None:
     """Result JSON: metrics of the last evaluation (and the best by mIoU), config, provenance."""
     if not state.history:
         raise PartbenchError(f"{run_dir}: the run finished without an evaluation")
@@ -332,16 +277,31 @@ def _write(out_path: Path, state: TrainState, model: str, dataset: str, variant:
         metrics["ci95"] = last["ci95"]
     train = cfg.as_dict()
     config = {
-        "task": "segment", "dataset": dataset, "model": model, "variant": variant,
-        "feature": feature_name(layers), "probe": "linear", "protocol": str(protocol), "suite": suite,
-        "mode": mode, "layers": [b + 1 for b in layers], "arch": arch,
-        "crop": list(geo.crop), "train_scale": list(geo.train_scale), "test_scale": list(geo.test_scale),
-        "slide_crop": list(geo.slide_crop), "slide_stride": list(geo.slide_stride),
-        "augmentation": "none (resized to crop, cached features)" if mode == "fast"
+        "task": "segment",
+        "dataset": dataset,
+        "model": model,
+        "variant": variant,
+        "feature": feature_name(layers),
+        "probe": "linear",
+        "protocol": str(protocol),
+        "suite": suite,
+        "mode": mode,
+        "layers": [b + 1 for b in layers],
+        "arch": arch,
+        "crop": list(geo.crop),
+        "train_scale": list(geo.train_scale),
+        "test_scale": list(geo.test_scale),
+        "slide_crop": list(geo.slide_crop),
+        "slide_stride": list(geo.slide_stride),
+        "augmentation": "none (resized to crop, cached features)"
+        if mode == "fast"
         else "rescale 0.5-2.0, crop (cat_max_ratio 0.75), flip, photometric",
-        "loss": "cross_entropy, ignore 255, mean over all pixels", "aux_head": False,
-        "inference": "slide, single scale, no flip", "world_size": ctx.world_size, **train,
-    }  # fmt: skip
+        "loss": "cross_entropy, ignore 255, mean over all pixels",
+        "aux_head": False,
+        "inference": "slide, single scale, no flip",
+        "world_size": ctx.world_size,
+        **train,
+    }
     prov = provenance(
         stats,
         checkpoint_sha256=sha,

@@ -146,9 +146,13 @@ def evaluate_slide(
         for image, label in loader:
             label = label.to(backbone.device)
             logits = slide_inference(
-                run, image[None].to(backbone.device), num_classes, slide_crop, slide_stride,
+                run,
+                image[None].to(backbone.device),
+                num_classes,
+                slide_crop,
+                slide_stride,
                 out_size=tuple(label.shape),
-            )  # fmt: skip
+            )
             cm.update(logits.argmax(1)[0], label)
     mine_only = cm.matrix is None  # this rank had no images (more ranks than val images)
     if ctx.enabled:

@@ -1,0 +1,139 @@
+"""`run_segment` end to end on CPU: tiny DINO checkpoint (official layout), synthetic LIP twin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from partbench.datasets import SegmentationDataset, write_segmentation_sets
+from partbench.encoders.synthetic import write_official_checkpoint
+from partbench.errors import CacheError, DatasetError, PartbenchError
+from partbench.metrics import mean_iou
+from partbench.probes.seg_train import CHECKPOINT_NAME
+from partbench.probes.segment import run_segment
+
+ARCH = "embed_dim=64,depth=4,num_heads=4"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seg_assets")
+    sets = write_segmentation_sets(root / "data", seed=0)
+    ckpt = write_official_checkpoint("dino", root / "dino.pth", seed=0, embed_dim=64, depth=4, num_heads=4)
+    return {"lip": sets["lip"], "ckpt": Path(ckpt)}
+
+
+def _run(assets: dict[str, Path], tmp: Path, **kw: object) -> Path:
+    args: dict[str, object] = dict(
+        checkpoint=assets["ckpt"], arch=ARCH, data_root=assets["lip"], batch_size=4, crop=64,
+        eval_every=0, ckpt_every=10, num_workers=0, runs_dir=tmp / "runs", results_dir=tmp / "results",
+        progress=False, device="cpu",
+    )  # fmt: skip
+    args.update(kw)
+    path = run_segment("dino", "lip", **args)  # type: ignore[arg-type]
+    assert path is not None
+    return path
+
+
+def _head(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["head"]
+
+
+def test_fast_mode_learns_well_above_chance_and_writes_the_contract(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    path = _run(assets, tmp_path, iters=60, mode="fast", bootstrap=50)
+    assert path == tmp_path / "results" / "segment" / "lip" / "dino__linear-fast.json"
+    result = json.loads(path.read_text())
+    metrics, config, prov = result["metrics"], result["config"], result["provenance"]
+
+    # Chance reference, independent of the probe: always predicting the most frequent val class.
+    val = SegmentationDataset("lip", assets["lip"], "val", train=False)
+    labels = [val[i][1].numpy() for i in range(len(val))]
+    flat = np.concatenate([lab.ravel() for lab in labels])
+    majority = np.bincount(flat[flat != 255]).argmax()
+    chance = mean_iou([np.full_like(lab, majority) for lab in labels], labels, 19)
+    assert metrics["mIoU"] > 3 * 100 * chance.miou
+    assert metrics["mIoU"] > 25 and metrics["aAcc"] > 100 * chance.aacc + 20
+
+    # The result contract.
+    for key in ("mIoU", "mAcc", "aAcc", "mIoU_best", "mAcc_best", "aAcc_best"):
+        assert 0 <= metrics[key] <= 100
+    assert len(metrics["per_class_iou"]) == 19
+    lo, hi = metrics["ci95"]["mIoU"]
+    assert lo <= metrics["mIoU"] <= hi
+    assert config["task"] == "segment" and config["dataset"] == "lip" and config["model"] == "dino"
+    assert config["variant"] == "linear-fast" and config["mode"] == "fast"
+    assert config["feature"] == "layers_1_2_3_4"  # depth 4: blocks 1-4 stand for 4/6/8/12 of 12
+    assert config["probe"] == "linear" and config["protocol"] == "study"
+    assert config["iters"] == 60 and config["batch_size"] == 4 and config["lr"] == 4e-4
+    assert config["crop"] == [64, 64] and config["seed"] == 0 and config["warmup_iters"] == 1
+    assert prov["checkpoint_sha256"] and len(prov["checkpoint_sha256"]) == 64
+    assert prov["wall_time_s"] > 0 and prov["peak_rss_mb"] > 0
+    assert [h["iteration"] for h in prov["eval_history"]] == [60]
+
+
+def test_full_mode_resume_after_interruption_equals_an_uninterrupted_run(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    kw = dict(iters=5, batch_size=2, crop=32, ckpt_every=2, eval_every=3, mode="full")
+    whole = _run(assets, tmp_path / "a", **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(iteration: int) -> None:
+        if iteration == 3:  # after the checkpoint at 2 and the evaluation at 3, before the checkpoint at 4
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(assets, tmp_path / "b", on_iteration=kill_at_3, **kw)
+    run_b = tmp_path / "b" / "runs" / "segment" / "lip" / "dino__linear"
+    assert torch.load(run_b / CHECKPOINT_NAME, weights_only=True)["iteration"] == 2
+    resumed = _run(assets, tmp_path / "b", **kw)
+
+    run_a = tmp_path / "a" / "runs" / "segment" / "lip" / "dino__linear"
+    for key, value in _head(run_a).items():
+        assert torch.equal(value, _head(run_b)[key]), key
+    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    assert a["metrics"] == b["metrics"]
+    assert a["provenance"]["eval_history"] == b["provenance"]["eval_history"]  # evals at 3 and 5
+    assert b["provenance"]["resumed_from_iteration"] == 2
+
+
+def test_a_checkpoint_of_another_run_is_refused(assets: dict[str, Path], tmp_path: Path) -> None:
+    _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast")
+    with pytest.raises(CacheError, match=r"differs in .*lr"):
+        _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3)
+    path = _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3, resume=False)
+    assert json.loads(path.read_text())["config"]["lr"] == 1e-3
+
+
+def test_cli_probe_segment(assets: dict[str, Path], tmp_path: Path) -> None:
+    from partbench.cli import app
+
+    args = ["probe", "segment", "--model", "dino", "--dataset", "lip", "--checkpoint", str(assets["ckpt"]),
+            "--arch", ARCH, "--data-root", str(assets["lip"]), "--iters", "3", "--batch-size", "2",
+            "--crop", "32", "--mode", "fast", "--eval-every", "0", "--num-workers", "0", "--device", "cpu",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]  # fmt: skip
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "dino__linear-fast.json: mIoU" in out.output
+
+
+def test_bad_inputs_name_the_problem(assets: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(PartbenchError, match="--mode"):
+        _run(assets, tmp_path, iters=2, mode="medium")
+    with pytest.raises(PartbenchError, match="multiple of the patch size 16"):
+        _run(assets, tmp_path, iters=2, crop=40)
+    with pytest.raises(DatasetError, match="unknown segmentation set"):
+        run_segment("dino", "lip-parts", checkpoint=assets["ckpt"], arch=ARCH, data_root=assets["lip"])
+    with pytest.raises(DatasetError, match="image folder missing"):
+        _run(assets, tmp_path, iters=2, data_root=tmp_path / "nowhere")
+    with pytest.raises(PartbenchError, match="not divisible by the 1 processes|iters"):
+        _run(assets, tmp_path, iters=0)
