@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import hsv_to_rgb as mpl_hsv_to_rgb
 from matplotlib.colors import rgb_to_hsv as mpl_rgb_to_hsv
 
 from partbench.datasets import seg_transforms as T
@@ -76,6 +77,23 @@ def test_resize_image_is_half_pixel_bilinear():
     assert out.dtype == np.uint8
     assert out[0, :, 0].tolist() == [0, 25, 75, 100]
     assert out[..., 1:].max() == 0
+
+
+@pytest.mark.parametrize("size", [(150, 200), (61, 81), (189, 253), (40, 40)])
+def test_resize_image_agrees_with_torch_bilinear_and_ignores_thread_count(size):
+    image = np.random.default_rng(0).integers(0, 256, size=(96, 128, 3)).astype(np.uint8)
+    t = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    ref = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[0]
+    out = T.resize_image(image, size)
+    assert out.shape == (*size, 3)
+    # rounding to uint8 moves a value by at most 0.5 (plus float32 noise of either side)
+    assert np.abs(out.astype(np.float32) - ref.permute(1, 2, 0).numpy()).max() <= 0.51
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert (T.resize_image(image, size) == out).all()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_rescale_keeps_image_and_label_the_same_size():
@@ -167,6 +185,16 @@ def test_rgb_to_hsv_matches_matplotlib_in_opencv_units():
     hue_diff = np.abs(ours[..., 0] - ref[..., 0])
     assert np.minimum(hue_diff, 180 - hue_diff).max() <= 1.0
     assert np.abs(ours[..., 1:] - ref[..., 1:]).max() <= 1.0
+
+
+def test_hsv_to_rgb_matches_matplotlib():
+    rng = np.random.default_rng(3)
+    hsv = np.stack(
+        [rng.integers(0, 180, (40, 40)), rng.integers(0, 256, (40, 40)), rng.integers(0, 256, (40, 40))], -1
+    )
+    ours = T.hsv_to_rgb(hsv.astype(np.uint8)).astype(np.float64)
+    ref = mpl_hsv_to_rgb(hsv / [180.0, 255.0, 255.0]) * 255.0
+    assert np.abs(ours - ref).max() <= 1.0
 
 
 def test_hsv_round_trip_is_close():

@@ -7,7 +7,7 @@ state. Behaviour matched (read, not copied) against mmseg `datasets/pipelines/tr
 
 - `Resize(img_scale, ratio_range)`: ratio ~ U[lo, hi), scale = (int(L*r), int(S*r)), then mmcv
   `imrescale` keep-ratio: factor = min(long/max(h,w), short/min(h,w)), size = int(x*f + 0.5);
-  image bilinear (cv2 INTER_LINEAR ≈ torch bilinear, align_corners=False, no antialias), label
+  image bilinear (cv2 INTER_LINEAR: half-pixel centres, no antialias, edges clamped), label
   nearest (cv2 INTER_NEAREST = floor index mapping).
 - `RandomCrop(crop, cat_max_ratio)`: offsets ~ randint(0, margin+1) (h then w); a crop is kept when
   it holds >1 non-ignored class and the largest has < cat_max_ratio of them; 10 checks, after
@@ -55,13 +55,28 @@ def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, 
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-pixel bilinear taps along one axis: (index0, index1, weight of index1), edges clamped."""
+    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a uint8 `[H, W, 3]` image to `size` = (h, w), rounded back to uint8."""
+    """Bilinear resize of a uint8 `[H, W, 3]` image to `size` = (h, w), rounded back to uint8.
+
+    Separable numpy arithmetic rather than `torch.nn.functional.interpolate`, whose rounding
+    depends on the thread count; the same sample must come out identical in every worker.
+    """
     if image.shape[:2] == tuple(size):
         return image
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=False)
-    return out[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    y0, y1, wy = _linear_taps(image.shape[0], size[0])
+    x0, x1, wx = _linear_taps(image.shape[1], size[1])
+    img = image.astype(np.float32)
+    rows = img[y0] * (1 - wy)[:, None, None] + img[y1] * wy[:, None, None]
+    out = rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -170,26 +185,17 @@ def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """HSV uint8 (OpenCV 8-bit convention) → RGB uint8."""
-    h = hsv[..., 0].astype(np.float32) * 2.0 / 60.0
+    """HSV uint8 (OpenCV 8-bit convention) → RGB uint8.
+
+    Closed form per channel: c_n = V - V*S*clip(min(k, 4 - k), 0, 1), k = (n + H/60) mod 6, with
+    n = 5, 3, 1 for R, G, B.
+    """
+    h = hsv[..., 0].astype(np.float32) * (2.0 / 60.0)
     s = hsv[..., 1].astype(np.float32) / 255.0
     v = hsv[..., 2].astype(np.float32)
-    sector = np.floor(h).astype(np.int64) % 6
-    f = h - np.floor(h)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    # (r, g, b) per sector, selected with one gather instead of per-pixel branches.
-    choices = np.stack(
-        [
-            np.stack([v, t, p], -1),
-            np.stack([q, v, p], -1),
-            np.stack([p, v, t], -1),
-            np.stack([p, q, v], -1),
-            np.stack([t, p, v], -1),
-            np.stack([v, p, q], -1),
-        ],
-        axis=0,
-    )
-    rgb = np.take_along_axis(choices, sector[None, ..., None].repeat(3, axis=-1), axis=0)[0]
+    k = (np.array([5.0, 3.0, 1.0], dtype=np.float32) + h[..., None]) % 6.0
+    weight = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    rgb = v[..., None] * (1.0 - s[..., None] * weight)
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
