@@ -80,11 +80,15 @@ class _Handler(BaseHTTPRequestHandler):
             route.drops -= int(drop)
         if drop:
             payload = payload[: route.drop_after]
-        for i in range(0, len(payload), 4096):
-            self.wfile.write(payload[i : i + 4096])
-            self.wfile.flush()
-            if route.chunk_delay:
-                time.sleep(route.chunk_delay)
+        try:
+            for i in range(0, len(payload), 4096):
+                self.wfile.write(payload[i : i + 4096])
+                self.wfile.flush()
+                if route.chunk_delay:
+                    time.sleep(route.chunk_delay)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+            self.close_connection = True
+            return
         if drop:
             self.close_connection = True
 

@@ -176,3 +176,31 @@ def test_verify_file_hand_worked(tmp_path: Path) -> None:
     assert verify_file(path, sha256=abc, size=3, sha256_prefix="ba7816bf") == abc
     with pytest.raises(ChecksumError, match=f"{path}: sha256 mismatch"):
         verify_file(path, sha256="0" * 64)
+
+
+def test_complete_part_left_by_a_crash_is_finished_via_416(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("done.bin", Route(BODY))
+    (tmp_path / "done.bin.part").write_bytes(BODY)  # crashed between the last byte and the rename
+    result = download(url, tmp_path / "done.bin", sha256=DIGEST, **FAST)
+    assert result.sha256 == DIGEST and (tmp_path / "done.bin").read_bytes() == BODY
+    assert [r.status for r in server.requests("done.bin")] == [416]
+
+
+def test_oversized_part_is_discarded(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("f.bin", Route(BODY))
+    (tmp_path / "f.bin.part").write_bytes(BODY + b"junk")
+    assert download(url, tmp_path / "f.bin", sha256=DIGEST, size=len(BODY), **FAST).sha256 == DIGEST
+    assert [r.range for r in server.requests("f.bin")] == [None]
+
+
+def test_progress_bar_on_a_terminal(server: LocalServer, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    url = server.add("bar.bin", Route(BODY))
+    download(url, tmp_path / "bar.bin", retries=0, backoff=0.0, timeout=2.0, console=console)
+    text = out.getvalue()
+    assert "bar.bin" in text and DIGEST in text  # the bar's label, then the hash to pin
