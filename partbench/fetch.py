@@ -99,7 +99,12 @@ def fetch(
             records.append(FetchRecord(f"model {name}", "-", Status.SKIPPED, detail="no files to fetch"))
             continue
         records += fetch_files(
-            spec.files, checkpoints_dir(root), item=f"model {name}", from_path=src, options=options
+            spec.files,
+            checkpoints_dir(root),
+            item=f"model {name}",
+            from_path=src,
+            options=options,
+            alternates=True,
         )
     for name in data_names:
         source = get_dataset_source(name)
@@ -116,7 +121,13 @@ def fetch(
             options=options,
             aliases=source.aliases,
         )
+    if src is not None and src.is_file() and all(r.status is Status.SKIPPED for r in records):
+        raise PartbenchError(f"{src}: --from names none of the requested files ({_wanted(records)})")
     return records
+
+
+def _wanted(records: Sequence[FetchRecord]) -> str:
+    return ", ".join(sorted({r.filename for r in records}))
 
 
 def fetch_files(
@@ -128,13 +139,28 @@ def fetch_files(
     from_path: Path | None = None,
     options: FetchOptions | None = None,
     aliases: Sequence[str] = (),
+    alternates: bool = False,
 ) -> list[FetchRecord]:
     """Fetch (or register from `from_path`) each file into `dest_dir`, extracting archives into
-    `extract_to` when given. Returns one record per file; errors become FAILED records."""
+    `extract_to` when given. Returns one record per file; errors become FAILED records.
+
+    With `from_path` a file, only the file of that name is registered (the others are SKIPPED);
+    with `alternates` (an encoder's files after the primary), alternates absent from a `from_path`
+    folder are SKIPPED instead of FAILED.
+    """
     options = options or FetchOptions()
     dest_dir = Path(dest_dir)
     records = []
-    for rf in files:
+    for index, rf in enumerate(files):
+        if from_path is not None and from_path.is_file() and not _matches(from_path.name, rf, aliases):
+            why = f"--from {from_path.name} is another file"
+            records.append(FetchRecord(item, rf.filename, Status.SKIPPED, detail=why))
+            continue
+        absent = from_path is not None and from_path.is_dir() and not _candidates(from_path, rf, aliases)
+        if absent and alternates and index > 0:
+            why = f"alternate file, not in {from_path}"
+            records.append(FetchRecord(item, rf.filename, Status.SKIPPED, detail=why))
+            continue
         try:
             records.append(_fetch_one(rf, dest_dir, item, extract_to, from_path, options, aliases))
         except PartbenchError as exc:

@@ -331,3 +331,34 @@ def test_registry_names_match_the_design_and_segmentation_folders() -> None:
     }
     drive = [f for s in DATASET_SOURCES.values() for f in s.files if f.kind is SourceKind.GDRIVE_FOLDER]
     assert len(drive) == 5 and all(f.url == AUTHORS_DRIVE_FOLDER and f.sha256 is None for f in drive)
+
+
+def test_from_file_registers_only_the_file_of_that_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    full = tmp_path / "dino_full.pth"
+    full.write_bytes(CKPT)
+    files = (RemoteFile("u1", "dino_full.pth"), RemoteFile("u2", "dino_backbone.pth"))
+    _fake_model(monkeypatch, files)
+    records = fetch(["tiny"], from_path=full, options=FAST)
+    assert [(r.filename, r.status) for r in records] == [
+        ("dino_full.pth", Status.REGISTERED),
+        ("dino_backbone.pth", Status.SKIPPED),
+    ]
+    assert not (checkpoints_dir() / "dino_backbone.pth").exists()  # never the same bytes under two names
+    other = tmp_path / "renamed.pth"
+    other.write_bytes(CKPT)
+    with pytest.raises(PartbenchError, match="names none of the requested files"):
+        fetch(["tiny"], from_path=other, options=FAST)
+
+
+def test_from_folder_skips_absent_alternates_but_not_the_primary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "dino_full.pth").write_bytes(CKPT)
+    _fake_model(monkeypatch, (RemoteFile("u1", "dino_full.pth"), RemoteFile("u2", "dino_backbone.pth")))
+    records = fetch(["tiny"], from_path=tmp_path, options=FAST)
+    assert [r.status for r in records] == [Status.REGISTERED, Status.SKIPPED]
+    _fake_model(monkeypatch, (RemoteFile("u2", "dino_backbone.pth"), RemoteFile("u1", "dino_full.pth")))
+    records = fetch(["tiny"], from_path=tmp_path, dest_root=tmp_path / "r", options=FAST)
+    assert records[0].status is Status.FAILED and "no dino_backbone.pth" in records[0].detail
