@@ -204,3 +204,27 @@ def test_progress_bar_on_a_terminal(server: LocalServer, tmp_path: Path) -> None
     download(url, tmp_path / "bar.bin", retries=0, backoff=0.0, timeout=2.0, console=console)
     text = out.getvalue()
     assert "bar.bin" in text and DIGEST in text  # the bar's label, then the hash to pin
+
+
+def test_two_processes_download_one_file_at_once(server: LocalServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = server.add("proc.bin", Route(BODY, chunk_delay=0.02))  # ~0.5 s transfer
+    dest = tmp_path / "proc.bin"
+    code = (
+        "import sys; from partbench.hub import download; "
+        "r = download(sys.argv[1], sys.argv[2], sha256=sys.argv[3], retries=2, backoff=0.01, "
+        "timeout=5, quiet=True); "
+        "print('present' if r.present else 'fetched')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, str(dest), DIGEST], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["fetched", "present"]
+    assert dest.read_bytes() == BODY and len(server.requests("proc.bin")) == 1
