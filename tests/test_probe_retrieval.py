@@ -140,3 +140,36 @@ def test_run_retrieval_without_projection(tmp_path: Path):
 def test_run_retrieval_missing_cache(tmp_path: Path):
     with pytest.raises(CacheError, match="run `partbench extract` first"):
         run_retrieval("dino", "cub-parts", features_dir=tmp_path / "none", results_dir=tmp_path / "r")
+
+
+def test_cli_probe_retrieval(cached):
+    from typer.testing import CliRunner
+
+    from partbench.cli import app
+
+    root, _, _ = cached
+    args = [
+        "probe",
+        "retrieval",
+        "--model",
+        "dino",
+        "--dataset",
+        "cub-parts",
+        "--feature",
+        "embedding",
+        "--features-dir",
+        str(root / "features"),
+        "--results-dir",
+        str(root / "results"),
+        "--protocol",
+        "clean",
+        "--bootstrap",
+        "50",
+        "--device",
+        "cpu",
+    ]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "dino__embedding.json: AP" in out.output
+    saved = json.loads((root / "results/retrieval/cub-parts/dino__embedding.json").read_text())
+    assert saved["config"]["protocol"] == "clean" and "ci95" in saved["metrics"]

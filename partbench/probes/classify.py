@@ -125,9 +125,13 @@ def run_classify(
     num_heads: int | None = None,
     resident_bytes: int | None = None,
     suite: str = "custom",
-    log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> Path:
-    """Train a `linear` or `attentive` head on the `train` cache, evaluate on `val`; write one result."""
+    """Train a `linear` or `attentive` head on the `train` cache, evaluate on `val`; write one result.
+
+    `lr=None`: base lr × batch_size / 256; a given `lr` is used as is. `protocol=None` takes the
+    cache's. `on_epoch(epoch, last_loss, val_top1)` is called after each epoch (progress bars).
+    """
     if head not in HEADS:
         raise CacheError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     if epochs < 1 or batch_size < 1:
@@ -179,8 +183,8 @@ def run_classify(
                 loss.backward()
                 opt.step()
             curve.append(evaluate(net, val_src, val_fs.labels, eval_bs))
-            if log:
-                log(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, val top1 {100 * curve[-1]:.2f}")
+            if on_epoch:
+                on_epoch(epoch + 1, float(loss.detach()), curve[-1])
     best_epoch = int(np.argmax(curve))
     metrics = {
         "top1": 100.0 * curve[-1],
