@@ -21,14 +21,10 @@ from partbench import __version__
 from partbench import distributed as D
 from partbench import feature_cache as fc
 from partbench.errors import CacheError, PartbenchError
+from partbench.features import patch_transform, transform_name
 from partbench.image_folder import IMAGE_EXTENSIONS, IMAGE_FOLDER_DATASETS
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# What each part-patch transform does (see datasets/patch_loader.py); this text enters the cache key.
-PATCH_TRANSFORMS = {
-    "eval": "part-patch:crop+resize224-bicubic+imagenet-norm",
-    "train": "part-patch:crop+resize256-bicubic+centercrop224+imagenet-norm",
-}
 
 
 @dataclass
@@ -59,7 +55,7 @@ def resolve_data(
             items=items,
             images_dir=images_dir,
             root=root,
-            transform=imf.TRANSFORM_NAME,
+            transform=transform_name(dataset, split),
             stamp_paths=imf.image_folder_stamp_paths(root, split),
             make_dataset=lambda sub: imf.ImageFolderDataset(sub, images_dir, mean=mean, std=std),
             collate=_collate_groups,
@@ -75,12 +71,12 @@ def resolve_data(
     root = Path(resolve_data_root(dataset, data_root))
     items = part_patches(dataset, root, split=split, protocol=protocol)
     images_dir = Path(part_images_dir(dataset, root, split))
-    transform = "train" if split == "train" else "eval"
+    transform = patch_transform(split)
     return ResolvedData(
         items=list(items),
         images_dir=images_dir,
         root=root,
-        transform=PATCH_TRANSFORMS[transform],
+        transform=transform_name(dataset, split),
         stamp_paths=annotation_files(root, skip=images_dir),
         make_dataset=lambda sub: PatchImageDataset(sub, images_dir, transform=transform, mean=mean, std=std),
         collate=collate_patch_groups,
@@ -364,7 +360,7 @@ class Extraction:
 
 
 class Forward:
-    """The encoder on its device: channels-last, autocast in `dtype`, optional `torch.compile`."""
+    """The encoder on its device: channels-last on CUDA, autocast in `dtype`, optional `torch.compile`."""
 
     def __init__(self, enc: Any, device: str, dtype: str, tokens: bool, compile: bool) -> None:
         self.enc, self.device, self.tokens = enc, torch.device(device), tokens
@@ -373,7 +369,9 @@ class Forward:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":  # channels-last helps the patch-embedding conv on GPUs only
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.amp is not None:
             with torch.autocast(self.device.type, dtype=self.amp):
                 out = self.fn(x, tokens=self.tokens)

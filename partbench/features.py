@@ -42,6 +42,25 @@ DEFAULT_SHARD_SIZE = 4096
 DEFAULT_TOKEN_SHARD_SIZE = 512  # token grids are large: keep a shard's RAM bounded
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 IMAGE_FOLDER_DATASETS = ("imagenet",)  # object-level sets read by `partbench.image_folder`
+# What each transform does; this text enters the cache key (see datasets/patch_loader.py and
+# image_folder.py for the pixel pipelines it names).
+PATCH_TRANSFORMS = {
+    "eval": "part-patch:crop+resize224-bicubic+norm",
+    "train": "part-patch:crop+resize256-bicubic+centercrop224+norm",
+}
+IMAGE_FOLDER_TRANSFORM = "image:resize256-bicubic+centercrop224+norm"
+
+
+def patch_transform(split: str) -> str:
+    """The part-patch transform of a split: `train` for the classification train split, else `eval`."""
+    return "train" if split == "train" else "eval"
+
+
+def transform_name(dataset: str, split: str) -> str:
+    """The transform description that goes into the cache key."""
+    if dataset in IMAGE_FOLDER_DATASETS:
+        return IMAGE_FOLDER_TRANSFORM
+    return PATCH_TRANSFORMS[patch_transform(split)]
 
 
 def default_split(dataset: str) -> str:
@@ -134,6 +153,7 @@ def fast_request(
         "device": device,
         "dtype": dtype,
         "tokens": bool(tokens),
+        "transform": transform_name(dataset, split),
         "version": __version__,
         "has_gpu": _gpu_node_present() if device == "auto" else None,
     }

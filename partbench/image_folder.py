@@ -23,7 +23,6 @@ from partbench.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 IMAGE_FOLDER_DATASETS = ("imagenet",)
-TRANSFORM_NAME = "resize256-bicubic+centercrop224"
 RESIZE, CROP = 256, 224
 
 
