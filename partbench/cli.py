@@ -172,17 +172,22 @@ def extract_cmd(
     arch: _Ann[str | None, typer.Option("--arch", help="timm overrides, e.g. embed_dim=64,depth=2.")] = None,
     protocol: _Ann[str, typer.Option("--protocol", help="study (the paper's code) or clean.")] = "study",
     data_root: _Ann[
-        _ExtractPath | None, typer.Option("--data-root", help="Data set folder (default $PARTBENCH_HOME/data/D).")
+        _ExtractPath | None, typer.Option("--data-root", help="Data folder (default $PARTBENCH_HOME/data/D).")
     ] = None,
-    features_dir: _Ann[_ExtractPath, typer.Option("--features-dir", help="Cache root.")] = _ExtractPath("features"),
+    features_dir: _Ann[_ExtractPath, typer.Option("--features-dir", help="Cache root.")] = _ExtractPath(
+        "features"
+    ),
     device: _Ann[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: _Ann[int, typer.Option("--batch-size", help="Patches per forward pass.")] = 256,
     num_workers: _Ann[
         int | None, typer.Option("--num-workers", help="DataLoader workers (default: min(8, CPUs)).")
     ] = None,
-    dtype: _Ann[str, typer.Option("--dtype", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")] = "auto",
-    tokens: _Ann[bool, typer.Option("--tokens", help="Also store all final tokens (tokens.npy, fp16).")] = False,
+    dtype: _Ann[str, typer.Option("--dtype", help="auto (CUDA: bf16, else fp32), fp32, bf16, fp16")] = "auto",
+    tokens: _Ann[bool, typer.Option("--tokens", help="Also store final token grids (tokens.npy).")] = False,
     compile: _Ann[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
+    shard_size: _Ann[
+        int | None, typer.Option("--shard-size", help="Items per resumable shard (4096; 512 with --tokens).")
+    ] = None,
 ) -> None:
     """Extract features once into features/<model>/<dataset>/<split>/ (cached, resumable, torchrun-ready)."""
     from partbench.features import default_split, run_extract
@@ -203,6 +208,7 @@ def extract_cmd(
         tokens=tokens,
         compile=compile,
         progress=True,
+        shard_size=shard_size,
     )
     if outcome.rank != 0:
         return
@@ -210,10 +216,8 @@ def extract_cmd(
         typer.echo(f"cached: {outcome.cache_dir} (key {outcome.cache_key[:12]}, up to date)")
     else:
         reused = f", {outcome.shards_reused} shards reused" if outcome.shards_reused else ""
-        typer.echo(
-            f"{outcome.status}: {outcome.cache_dir} ({outcome.n_items} items in {outcome.seconds:.1f} s{reused})"
-        )
-
+        took = f"{outcome.n_items} items in {outcome.seconds:.1f} s{reused}"
+        typer.echo(f"{outcome.status}: {outcome.cache_dir} ({took})")
 
 
 # --- section: probe retrieval / classify (partbench.probes) ----------------------------------
