@@ -56,7 +56,7 @@ class DownloadResult:
 
 
 class _Transient(Exception):
-    """A failure worth retrying (5xx, timeout, dropped connection)."""
+    """A failure worth retrying (5xx, timeout, dropped connection); `args[0]` says what happened."""
 
 
 def lock_for(dest: Path, timeout: float = -1) -> FileLock:
@@ -108,9 +108,9 @@ def download(
 ) -> DownloadResult:
     """Download `url` to `dest`, resuming `dest.part`, and verify it; return a `DownloadResult`.
 
-    `retries` bounds consecutive failed attempts (an attempt that received bytes resets the count;
-    `retries=0` means a single attempt);
-    the wait before retry k is `backoff * 2**k` seconds. `timeout` applies to connect and to each
+    `retries` bounds consecutive failed attempts (an attempt that made `.part` longer than ever
+    before resets the count; `retries=0` means a single attempt); the wait before retry k is
+    `backoff * 2**(k-1)` seconds. `timeout` applies to connect and to each
     read. 4xx errors (except 408/429) fail at once. When no hash is pinned the digest seen is
     printed so it can be pinned. The progress bar shows only on a terminal.
     """
@@ -167,14 +167,17 @@ def _fetch_to_part(
         disable=quiet or not console.is_terminal,
         transient=True,
     )
+    high_water = part.stat().st_size if part.exists() else 0
     with progress:
         task = progress.add_task(part.name.removesuffix(".part"), total=size)
         while True:
             try:
                 return _attempt(url, part, size, timeout, progress, task)
             except _Transient as exc:
-                received, reason = exc.args
-                failures = 0 if received else failures + 1
+                reason = exc.args[0]
+                now = part.stat().st_size if part.exists() else 0
+                failures = 0 if now > high_water else failures + 1  # progress = a longer .part
+                high_water = max(high_water, now)
                 if retries == 0 or failures > retries:
                     raise DownloadError(
                         f"{url}: {reason}; gave up after {max(failures, 1)} attempts in a row "
@@ -184,7 +187,7 @@ def _fetch_to_part(
 
 
 def _attempt(url: str, part: Path, size: int | None, timeout: float, progress: Progress, task) -> str:
-    """One HTTP request that appends to `part`; raises `_Transient(bytes_received, reason)`."""
+    """One HTTP request that appends to `part`; raises `_Transient(reason)` for retryable failures."""
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > size:
         part.unlink()
@@ -195,7 +198,7 @@ def _attempt(url: str, part: Path, size: int | None, timeout: float, progress: P
     received = 0
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-            start = _resume_offset(resp, offset)
+            start = _resume_offset(resp, offset, part)
             length = resp.headers.get("Content-Length")
             expected = start + int(length) if length is not None else None
             progress.update(task, total=expected or size, completed=start)
@@ -212,30 +215,34 @@ def _attempt(url: str, part: Path, size: int | None, timeout: float, progress: P
                 os.fsync(fh.fileno())
             done = start + received
             if expected is not None and done < expected:
-                raise _Transient(received, f"connection closed at byte {done} of {expected}")
+                raise _Transient(f"connection closed at byte {done} of {expected}")
             return digest.hexdigest()
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # the part already holds everything the server has
-            return sha256_file(part)
+        if exc.code == 416 and offset:
+            if (exc.headers.get("Content-Range") or "") == f"bytes */{offset}":
+                return sha256_file(part)  # the part already holds the whole file
+            part.unlink()
+            raise _Transient(f"HTTP 416 for a .part of {offset} bytes; starting again") from None
         if exc.code >= 500 or exc.code in (408, 429):
-            raise _Transient(received, f"HTTP {exc.code} {exc.reason}") from None
+            raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
-        raise _Transient(received, f"cannot connect ({exc.reason})") from None
+        raise _Transient(f"cannot connect ({exc.reason})") from None
     except (OSError, http.client.HTTPException) as exc:
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
             raise DownloadError(f"{part}: cannot write ({exc.strerror or exc})") from None
         reason = "timed out" if isinstance(exc, TimeoutError) else f"connection dropped ({exc!r})"
-        raise _Transient(received, reason) from None
+        raise _Transient(reason) from None
 
 
-def _resume_offset(resp: http.client.HTTPResponse, offset: int) -> int:
+def _resume_offset(resp: http.client.HTTPResponse, offset: int, part: Path) -> int:
     """Where this response's body starts: `offset` for a matching 206, 0 when Range was ignored."""
     if resp.status == 206:
         match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
         if match and int(match.group(1)) == offset:
             return offset
-        raise _Transient(0, f"bad Content-Range {resp.headers.get('Content-Range')!r} for offset {offset}")
+        part.unlink()  # a body that starts elsewhere cannot be appended: start again from zero
+        raise _Transient(f"Content-Range {resp.headers.get('Content-Range')!r} does not start at {offset}")
     return 0  # 200: the server ignored Range (or there was none): start again from zero
 
 

@@ -228,3 +228,17 @@ def test_two_processes_download_one_file_at_once(server: LocalServer, tmp_path: 
     assert [p.returncode for p in procs] == [0, 0]
     assert outs == ["fetched", "present"]
     assert dest.read_bytes() == BODY and len(server.requests("proc.bin")) == 1
+
+
+def test_server_that_drops_and_ignores_range_cannot_loop_forever(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("never.bin", Route(BODY, ignore_range=True, drops=100, drop_after=10_000))
+    with pytest.raises(DownloadError, match="connection"):
+        download(url, tmp_path / "never.bin", **FAST)
+    assert len(server.requests("never.bin")) == 4  # one that grew the .part, then 1 + 2 retries
+
+
+def test_part_longer_than_the_file_restarts_after_416(server: LocalServer, tmp_path: Path) -> None:
+    url = server.add("f.bin", Route(BODY))
+    (tmp_path / "f.bin.part").write_bytes(BODY + b"stale tail")  # no size pinned to catch it early
+    assert download(url, tmp_path / "f.bin", sha256=DIGEST, **FAST).sha256 == DIGEST
+    assert [r.status for r in server.requests("f.bin")] == [416, 200]
