@@ -92,9 +92,10 @@ def fetch(
         raise PartbenchError("nothing to fetch: name --models and/or --datasets (or 'all')")
     model_names = [s.name for s in list_encoders()] if list(models) == ["all"] else list(models)
     data_names = list(dataset_names()) if list(datasets) == ["all"] else list(datasets)
+    specs = [get_encoder_spec(name) for name in model_names]  # unknown names fail before any download
+    sources = [get_dataset_source(name) for name in data_names]
     records: list[FetchRecord] = []
-    for name in model_names:
-        spec = get_encoder_spec(name)
+    for name, spec in zip(model_names, specs, strict=True):
         if not spec.files:
             records.append(FetchRecord(f"model {name}", "-", Status.SKIPPED, detail="no files to fetch"))
             continue
@@ -106,8 +107,7 @@ def fetch(
             options=options,
             alternates=True,
         )
-    for name in data_names:
-        source = get_dataset_source(name)
+    for name, source in zip(data_names, sources, strict=True):
         target = data_dir(root) / name
         if src is not None and src.is_dir() and not _has_any(src, source.files, source.aliases):
             records.append(_register_folder(src, target, f"dataset {name}", len(data_names), options))
