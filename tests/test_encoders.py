@@ -6,6 +6,7 @@ by hand, and each projection head's math). The converters are never called by th
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -331,11 +332,12 @@ def test_parse_arch() -> None:
 def test_timm_any_model_random_and_from_file(tmp_path: Path, images: torch.Tensor) -> None:
     import timm
 
-    enc = load_encoder("timm:vit_small_patch16_224", checkpoint="random", depth=2)
-    assert enc.extract(images)["embedding"].shape == (2, 384)
-    model = timm.create_model("vit_small_patch16_224", depth=2, num_classes=5)
+    arch = {"embed_dim": 48, "depth": 2, "num_heads": 3}
+    enc = load_encoder("timm:vit_small_patch16_224", checkpoint="random", **arch)
+    assert enc.extract(images)["embedding"].shape == (2, 48)
+    model = timm.create_model("vit_small_patch16_224", num_classes=5, **arch)
     torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, tmp_path / "m.pth")
-    enc = load_encoder("timm:vit_small_patch16_224", checkpoint=tmp_path / "m.pth", depth=2)
+    enc = load_encoder("timm:vit_small_patch16_224", checkpoint=tmp_path / "m.pth", **arch)
     torch.testing.assert_close(
         enc.extract(images, tokens=True)["tokens"], model.eval().forward_features(images)
     )
@@ -362,3 +364,106 @@ def test_official_checkpoint_layouts_have_the_extra_modules() -> None:
     assert torch.equal(mae["pos_embed"][0, 0], torch.zeros(TINY_ARCH["embed_dim"]))
     dino = official_checkpoint("dino")
     assert torch.equal(dino["teacher"]["head.last_layer.weight_g"], torch.ones(512, 1))
+
+
+# ---- segmentation feature maps at other input sizes ---------------------------------------------------
+def maps_from_tokens(tokens: torch.Tensor, rows: int, cols: int, npfx: int = 1) -> torch.Tensor:
+    return tokens[:, npfx:].transpose(1, 2).reshape(tokens.shape[0], -1, rows, cols)
+
+
+@pytest.mark.parametrize("name", SYNTHETIC_NAMES)
+def test_layer_maps_at_any_size(name: str, files: dict, images: torch.Tensor) -> None:
+    enc = load(name, files[name])
+    maps = enc.layer_maps(torch.randn(2, 3, 96, 128), enc.default_seg_layers)
+    assert [tuple(m.shape) for m in maps] == [(2, TINY_ARCH["embed_dim"], 6, 8)] * 4
+    assert all(torch.isfinite(m).all() for m in maps)
+    # at the native size the maps are the raw block outputs of the reference, patch tokens only
+    ckpt = torch.load(files[name], weights_only=False)
+    blocks = reference_features(name, ckpt, images)["blocks"]
+    npfx = enc.num_prefix_tokens
+    for got, block in zip(enc.layer_maps(images, (0, 1)), blocks, strict=True):
+        torch.testing.assert_close(got, maps_from_tokens(block, 14, 14, npfx), atol=ATOL, rtol=1e-4)
+
+
+def test_bicubic_families_resize_without_antialias(files: dict) -> None:
+    """MAE/mmseg `interpolate_pos_embed` = timm's resampler with antialias=False (an independent code)."""
+    from timm.layers import resample_abs_pos_embed
+
+    sd = torch.load(files["mae"], weights_only=False)["model"]
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(3))
+    got = load("mae", files["mae"]).layer_maps(x, (1,))[0]
+    pos = resample_abs_pos_embed(sd["pos_embed"], new_size=[6, 8], num_prefix_tokens=1, antialias=False)
+    want = maps_from_tokens(reference_forward(sd, x, pos_embed=pos)[0][1], 6, 8)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
+    pos_aa = resample_abs_pos_embed(sd["pos_embed"], new_size=[6, 8], num_prefix_tokens=1, antialias=True)
+    other = maps_from_tokens(reference_forward(sd, x, pos_embed=pos_aa)[0][1], 6, 8)
+    assert not torch.allclose(got, other, atol=1e-3)
+
+
+def test_dino_uses_runtime_interpolation_with_the_scale_factor_trick(files: dict) -> None:
+    sd = strip(torch.load(files["dino"], weights_only=False)["teacher"], "backbone.")
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(4))
+    got = load("dino", files["dino"]).layer_maps(x, (1,))[0]
+    grid = sd["pos_embed"][:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, scale_factor=(6.1 / 14, 8.1 / 14), mode="bicubic")  # DINO: (h0+0.1)/sqrt(N)
+    pos = torch.cat([sd["pos_embed"][:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+    want = maps_from_tokens(reference_forward(sd, x, pos_embed=pos)[0][1], 6, 8)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
+    mmseg = F.interpolate(
+        sd["pos_embed"][:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2), size=(6, 8), mode="bicubic"
+    )
+    pos_mmseg = torch.cat([sd["pos_embed"][:, :1], mmseg.flatten(2).transpose(1, 2)], dim=1)
+    other = maps_from_tokens(reference_forward(sd, x, pos_embed=pos_mmseg)[0][1], 6, 8)
+    assert not torch.allclose(got, other, atol=1e-3)
+
+
+def test_beit_smaller_window_uses_the_trained_offsets(files: dict) -> None:
+    """A 6x8 window only needs offsets the 14x14 model was trained with: the bias is the trained table
+    indexed at those offsets (rows (dr+13)*27 + (dc+13), cls rows unchanged)."""
+    sd = torch.load(files["beit"], weights_only=False)["model"]
+    table = sd["rel_pos_bias.relative_position_bias_table"]
+    small = beit_relative_index(6, 8)  # indexes a (11*15 + 3)-row table
+    dr, dc = small // 15 - 5, small % 15 - 7
+    index = (dr + 13) * 27 + (dc + 13)
+    index[0, :], index[:, 0], index[0, 0] = 27 * 27, 27 * 27 + 1, 27 * 27 + 2
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
+    got = load("beit", files["beit"]).layer_maps(x, (1,))[0]
+    want = maps_from_tokens(reference_forward(sd, x, rel_bias=table[index].permute(2, 0, 1))[0][1], 6, 8)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-4)
+
+
+def test_beit_larger_window_geometric_progression(files: dict) -> None:
+    from partbench.encoders.posembed import _progression_offsets, resize_rel_pos_table
+
+    # BEiT: q solves 1 + q + ... + q^12 = dst//2, the trained offsets spread over the new window
+    offsets = _progression_offsets(27, 63)
+    assert len(offsets) == 27 and offsets[13] == 0 and abs(offsets[-1] - 31) < 1e-3
+    assert all(b - a >= 1 for a, b in itertools.pairwise(offsets))
+    table = torch.load(files["beit"], weights_only=False)["model"][
+        "rel_pos_bias.relative_position_bias_table"
+    ]
+    big = resize_rel_pos_table(table, (14, 14), (16, 20))
+    assert big.shape == (31 * 39 + 3, HEADS)
+    torch.testing.assert_close(big[-3:], table[-3:])  # cls rows kept
+    torch.testing.assert_close(big[15 * 39 + 19], table[13 * 27 + 13])  # offset (0, 0) is a knot
+    enc = load("beit", files["beit"])
+    maps = enc.layer_maps(torch.randn(1, 3, 256, 320), (1,))
+    assert maps[0].shape == (1, TINY_ARCH["embed_dim"], 16, 20) and torch.isfinite(maps[0]).all()
+
+
+def test_resized_tables_are_cached_per_size(files: dict) -> None:
+    enc = load("mae", files["mae"])
+    x = torch.randn(1, 3, 96, 128)
+    first = enc.layer_maps(x, (0,))[0]
+    assert len(enc._pos_cache) == 1
+    torch.testing.assert_close(enc.layer_maps(x, (0,))[0], first, atol=0, rtol=0)
+    enc.layer_maps(torch.randn(1, 3, 64, 64), (0,))
+    assert len(enc._pos_cache) == 2
+
+
+def test_bad_inputs_to_the_forward(files: dict) -> None:
+    enc = load("mae", files["mae"])
+    with pytest.raises(PartbenchError, match="not divisible by the patch size 16"):
+        enc.layer_maps(torch.randn(1, 3, 100, 128))
+    with pytest.raises(PartbenchError, match=r"block 5 out of range 0\.\.1"):
+        enc.block_tokens(torch.randn(1, 3, 64, 64), [5])
