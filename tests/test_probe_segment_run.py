@@ -106,8 +106,13 @@ def test_full_mode_resume_after_interruption_equals_an_uninterrupted_run(
     assert b["provenance"]["resumed_from_iteration"] == 2
 
 
-def test_a_checkpoint_of_another_run_is_refused(assets: dict[str, Path], tmp_path: Path) -> None:
-    _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast")
+def test_a_finished_run_is_reused_and_another_runs_checkpoint_refused(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    first = json.loads(_run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast").read_text())
+    again = json.loads(_run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast").read_text())
+    assert again["metrics"] == first["metrics"]
+    assert again["provenance"]["resumed_from_iteration"] == 2  # nothing left to train
     with pytest.raises(CacheError, match=r"differs in .*lr"):
         _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3)
     path = _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3, resume=False)

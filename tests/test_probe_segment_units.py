@@ -208,3 +208,28 @@ def test_slide_rejects_bad_inputs() -> None:
         slide_inference(lambda x: x, torch.zeros(1, 3, 8, 8), 3, 8, 0)
     with pytest.raises(PartbenchError, match="logits_fn returned"):
         slide_inference(lambda x: x[:, :2], torch.zeros(1, 3, 8, 8), 3, 8, 4)
+
+
+# --- geometry and names ---------------------------------------------------------------------------
+
+
+def test_geometry_is_the_sets_or_scaled_with_the_crop() -> None:
+    from partbench.datasets import SEG_DATASETS
+    from partbench.probes.seg_data import SegGeometry
+
+    lip = SEG_DATASETS["lip"]
+    study = SegGeometry.for_spec(lip, None, 16)
+    assert (study.crop, study.train_scale, study.test_scale) == ((320, 320), (1024, 320), (4096, 320))
+    assert (study.slide_crop, study.slide_stride) == ((320, 320), (161, 161))
+    # --crop 64 on LIP: ratio 0.2 → scales (204.8, 64) → (205, 64), (819.2, 64) → (819, 64), stride 32.2 → 32
+    small = SegGeometry.for_spec(lip, 64, 16)
+    assert (small.crop, small.train_scale, small.test_scale) == ((64, 64), (205, 64), (819, 64))
+    assert (small.slide_crop, small.slide_stride) == ((64, 64), (32, 32))
+    with pytest.raises(PartbenchError, match="multiple of the patch size 16"):
+        SegGeometry.for_spec(lip, 72, 16)
+
+
+def test_feature_name_counts_blocks_from_one() -> None:
+    from partbench.probes.segment import feature_name
+
+    assert feature_name((3, 5, 7, 11)) == "layers_4_6_8_12"

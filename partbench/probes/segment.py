@@ -129,10 +129,12 @@ def run_segment(
         layers = tuple(enc.default_seg_layers)
         geo = SegGeometry.for_spec(spec, crop, enc.patch_size)
         backbone = FrozenBackbone(enc, layers, dev)
+        # mmseg normalises on the 0-255 scale; the encoder's mean/std (ImageNet under `study`).
+        norm = {"mean": [255 * m for m in enc.mean], "std": [255 * s for s in enc.std]}
         train_set = SegmentationDataset(
-            dataset, root, "train", train=True, crop_size=geo.crop, scale=geo.train_scale, seed=seed
+            dataset, root, "train", train=True, crop_size=geo.crop, scale=geo.train_scale, seed=seed, **norm
         )
-        val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale)
+        val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale, **norm)
         arch_text = ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw))
         fingerprint = {
             "model": model,
