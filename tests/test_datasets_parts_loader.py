@@ -83,7 +83,7 @@ def test_each_image_is_decoded_once(images: Path, monkeypatch: pytest.MonkeyPatc
     opened: list[str] = []
     real_open = Image.open
 
-    def counting_open(fp, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def counting_open(fp, *args, **kwargs):
         opened.append(str(fp))
         return real_open(fp, *args, **kwargs)
 

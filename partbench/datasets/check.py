@@ -14,8 +14,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from partbench.datasets.cub import read_images
-from partbench.datasets.parts import PART_DATASETS, part_images_dir, part_patches, resolve_data_root
+from partbench.config import Protocol
+from partbench.datasets.coco import coco_part_patches
+from partbench.datasets.cub import cub_part_patches, read_images
+from partbench.datasets.parts import PART_DATASETS, part_images_dir, resolve_data_root
 from partbench.errors import DatasetError
 
 Report = tuple[dict[str, dict[str, int]], list[str]]
@@ -33,7 +35,11 @@ def _image_problem(path: Path) -> str | None:
 
 
 def check_parts(name: str, root: str | Path) -> Report:
-    """Counts per split and class, and every problem found, for ``cub-parts`` / ``coco-parts``."""
+    """Counts per split and class, and every problem found, for ``cub-parts`` / ``coco-parts``.
+
+    CUB: every image listed in ``images.txt`` must exist and open; COCO: every image that gives
+    a patch. Annotation problems (malformed lines, bad JSON, empty splits) are one problem each.
+    """
     spec = PART_DATASETS[name]
     base = resolve_data_root(name, root)
     counts: dict[str, dict[str, int]] = {"images": {}}
@@ -43,25 +49,27 @@ def check_parts(name: str, root: str | Path) -> Report:
     if name == "cub-parts":
         try:  # every listed image, not only those with patches
             for image_id, (rel, lineno) in read_images(base).items():
-                if not (base / "images" / rel).is_file():
-                    problems.append(f"{base / 'images.txt'}:{lineno}: image {image_id} {rel} not found")
+                problem = _image_problem(base / "images" / rel)
+                if problem:
+                    problems.append(f"{base / 'images.txt'}:{lineno}: image {image_id}: {problem}")
         except DatasetError as exc:
             problems.append(str(exc))
+    read = cub_part_patches if name == "cub-parts" else coco_part_patches
     for split in spec.splits:
         try:
-            items = part_patches(name, base, split)
+            items = read(base, split, Protocol.STUDY, check_files=False)
         except DatasetError as exc:
-            problems.append(str(exc))
+            if split != "retrieval" or name == "cub-parts":
+                problems.append(str(exc))
             continue
         per_class = Counter(item.part for item in items)
         counts[split] = {c: per_class.get(c, 0) for c in spec.classes}
         images = dict.fromkeys(item.image for item in items)
         counts["images"][split] = len(images)
-        if split == "retrieval" and name == "coco-parts":
-            continue  # the same files as train
-        images_dir = part_images_dir(name, base, split)
-        problems += [p for p in (_image_problem(images_dir / rel) for rel in images) if p]
-    return counts, problems
+        if name == "coco-parts" and split != "retrieval":  # retrieval = the train files
+            images_dir = part_images_dir(name, base, split)
+            problems += [p for p in (_image_problem(images_dir / rel) for rel in images) if p]
+    return counts, list(dict.fromkeys(problems))  # a bad annotation line is reported once
 
 
 def check_dataset(name: str, root: str | Path) -> Report:

@@ -86,7 +86,7 @@ def _keypoints(path: Path, ann: dict[str, Any]) -> np.ndarray:
 
 
 def coco_part_patches(
-    root: Path, split: str, protocol: Protocol, neighbours: str = "selected"
+    root: Path, split: str, protocol: Protocol, neighbours: str = "selected", check_files: bool = True
 ) -> list[PartItem]:
     """Part items of one split of COCO keypoints (``retrieval`` | ``train`` | ``val``)."""
     path = annotation_file(root, split)
@@ -129,7 +129,7 @@ def coco_part_patches(
             if box is not None:
                 items.append(PartItem(name, COCO_KEYPOINT_NAMES[k], label_of[k], box, ann_id))
                 kept = True
-        if kept and not (images_dir / name).is_file():
+        if kept and check_files and not (images_dir / name).is_file():
             raise DatasetError(f"{path}: image id {image_id} file {name} not found in {images_dir}")
     if not items:
         raise DatasetError(f"{path}: split {split!r} has no part patches")

@@ -131,7 +131,7 @@ def read_part_locs(
 
 
 def cub_part_patches(
-    root: Path, split: str, protocol: Protocol, neighbours: str = "selected"
+    root: Path, split: str, protocol: Protocol, neighbours: str = "selected", check_files: bool = True
 ) -> list[PartItem]:
     """Part items of one split of CUB (``retrieval`` | ``train`` | ``val``); see the module doc."""
     images = read_images(root)
@@ -158,7 +158,7 @@ def cub_part_patches(
             if box is not None:
                 items.append(PartItem(name, parts[part_id], label_of[part_id], box, None))
                 kept = True
-        if kept and not (images_dir / name).is_file():
+        if kept and check_files and not (images_dir / name).is_file():
             raise DatasetError(f"{root / 'images.txt'}:{lineno}: image {name} not found in {images_dir}")
     if not items:
         raise DatasetError(f"{root / 'parts' / 'part_locs.txt'}: split {split!r} has no part patches")

@@ -98,7 +98,7 @@ class _Canvas:
     def __init__(self, rng: np.random.Generator, size: tuple[int, int]) -> None:
         w, h = size
         self.yy, self.xx = np.mgrid[0:h, 0:w]
-        base = rng.integers(90, 170, size=3)
+        base = rng.integers(90, 170) + rng.integers(-14, 15, size=3)  # greyish, slightly tinted
         noise = rng.integers(-18, 19, size=(h, w, 1))
         grad = (self.yy[..., None] * 30 // h).astype(np.int64)
         self.px = np.clip(base + noise + grad, 0, 255).astype(np.uint8)
@@ -247,10 +247,10 @@ def _draw_person(cv: _Canvas, kp: np.ndarray, rng: np.random.Generator) -> None:
         cv.paint(cv.disk(kp[k], 2), (20, 20, 20))
     cv.paint(cv.disk(kp[0], 3.5), (210, 40, 40))
     for k in (9, 10):  # gloves
-        cv.paint(cv.disk(kp[k], 8), (30, 70, 210), (240, 240, 90), ((cv.xx % 4 < 2) & (cv.yy % 4 < 2)))
+        cv.paint(cv.disk(kp[k], 11), (30, 70, 210), (240, 240, 90), ((cv.xx % 4 < 2) & (cv.yy % 4 < 2)))
     for k in (15, 16):  # boots
         cv.paint(
-            cv.rect(kp[k][0] - 8, kp[k][1] - 10, kp[k][0] + 8, kp[k][1] + 6),
+            cv.rect(kp[k][0] - 10, kp[k][1] - 13, kp[k][0] + 10, kp[k][1] + 9),
             (100, 60, 25),
             (50, 30, 10),
             (cv.yy % 4 < 2),
