@@ -10,11 +10,20 @@ published byte counts of the official files where known.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from partbench.config import data_dir
 from partbench.errors import DatasetError
 from partbench.sources import RemoteFile, SourceKind
 
-__all__ = ["AUTHORS_DRIVE_FOLDER", "DATASET_SOURCES", "DatasetSource", "dataset_names", "dataset_sources"]
+__all__ = [
+    "AUTHORS_DRIVE_FOLDER",
+    "DATASET_SOURCES",
+    "DatasetSource",
+    "dataset_names",
+    "dataset_sources",
+    "expected_layout_root",
+]
 
 #: The study authors' Google Drive folder: processed part/object segmentation sets (and BEiT).
 AUTHORS_DRIVE_FOLDER = "https://drive.google.com/drive/folders/1JSNzbxc9MBpNIhMRP8Vd0FFk7K5hC65q"
@@ -144,3 +153,9 @@ def get_dataset_source(name: str) -> DatasetSource:
 def dataset_sources(name: str) -> tuple[RemoteFile, ...]:
     """The files to fetch for data set `name` (primary first)."""
     return get_dataset_source(name).files
+
+
+def expected_layout_root(name: str, home: Path | None = None) -> Path:
+    """Where `fetch` leaves the layout of `name` when it downloads it:
+    `data_dir(home)/<name>/<layout_root>` (a `--from` folder lands at `data_dir/<name>/<its name>`)."""
+    return (data_dir(home) / name / get_dataset_source(name).layout_root).resolve()

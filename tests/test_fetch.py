@@ -21,7 +21,13 @@ from typer.testing import CliRunner
 import partbench.data_sources as data_sources
 from partbench.cli import app
 from partbench.config import checkpoints_dir, data_dir
-from partbench.data_sources import AUTHORS_DRIVE_FOLDER, DATASET_SOURCES, DatasetSource, dataset_names
+from partbench.data_sources import (
+    AUTHORS_DRIVE_FOLDER,
+    DATASET_SOURCES,
+    DatasetSource,
+    dataset_names,
+    expected_layout_root,
+)
 from partbench.errors import ChecksumError, PartbenchError
 from partbench.fetch import (
     FetchOptions,
@@ -314,7 +320,7 @@ def test_summary_table_rows() -> None:
 # --- the real registry ---------------------------------------------------------------------------
 
 
-def test_registry_names_match_the_design_and_segmentation_folders() -> None:
+def test_registry_names_match_the_design_and_segmentation_folders(tmp_path: Path) -> None:
     from partbench.datasets import SEG_DATASETS
 
     design = {"cub-parts", "coco-parts", "ade20k-part", "ade20k-object", "ade20k-150", "pascal-part"}
@@ -329,6 +335,8 @@ def test_registry_names_match_the_design_and_segmentation_folders() -> None:
         "val2017.zip": 815_585_330,
         "train2017.zip": 19_336_861_798,
     }
+    assert expected_layout_root("cub-parts") == (data_dir() / "cub-parts/CUB_200_2011").resolve()
+    assert expected_layout_root("coco-parts", tmp_path) == (tmp_path / "data/coco-parts").resolve()
     drive = [f for s in DATASET_SOURCES.values() for f in s.files if f.kind is SourceKind.GDRIVE_FOLDER]
     assert len(drive) == 5 and all(f.url == AUTHORS_DRIVE_FOLDER and f.sha256 is None for f in drive)
 
