@@ -98,3 +98,17 @@ def test_default_checkpoint_is_found_in_the_cache(tmp_path: Path) -> None:
     shutil.copy(source, target)
     enc = load_encoder("dino", **TINY_ARCH)
     assert enc.projector is None and enc.checkpoint_sha256 is not None
+
+
+def test_models_command_lists_registry_and_cache(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from partbench.cli import app
+
+    write_official_checkpoint("mae", checkpoints_dir() / "mae_pretrain_vit_base.pth")
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    names = [name for name in lines if name]
+    assert names == ["deit", "deit-distilled", "vit-in21k", "mocov3", "dino", "beit", "mae", "cae", "ibot"]
+    assert "prefix b5f2ef4d" in lines["deit"] and "yes" in lines["mae"] and "yes" not in lines["beit"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from partbench.config import IMAGENET_MEAN, IMAGENET_STD
+from partbench.config import IMAGENET_MEAN, IMAGENET_STD, checkpoints_dir
 from partbench.errors import PartbenchError
 from partbench.sources import RemoteFile
 
@@ -49,6 +50,9 @@ class EncoderSpec:
 
 _REGISTRY: dict[str, Callable[[], EncoderSpec]] = {}
 
+#: The paper's order (supervised baselines first); `list_encoders()` follows it.
+PAPER_ORDER = ("deit", "deit-distilled", "vit-in21k", "mocov3", "dino", "beit", "mae", "cae", "ibot")
+
 
 def register_encoder(fn: Callable[[], EncoderSpec]) -> Callable[[], EncoderSpec]:
     """Decorator: register a function returning an `EncoderSpec` under the spec's name."""
@@ -62,8 +66,9 @@ def register_encoder(fn: Callable[[], EncoderSpec]) -> Callable[[], EncoderSpec]
 
 
 def list_encoders() -> list[EncoderSpec]:
-    """Every registered encoder (not the open-ended `timm:` names), in registration order."""
-    return [fn() for fn in _REGISTRY.values()]
+    """Every registered encoder (not the open-ended `timm:` names), in the paper's order."""
+    rank = {name: i for i, name in enumerate(PAPER_ORDER)}
+    return [_REGISTRY[name]() for name in sorted(_REGISTRY, key=lambda n: (rank.get(n, len(rank)), n))]
 
 
 def get_encoder_spec(name: str) -> EncoderSpec:
@@ -110,3 +115,29 @@ def parse_arch(text: str | None) -> dict[str, Any]:
             raise PartbenchError(f"--arch: expected key=value pairs separated by commas, got {part!r}")
         out[key.strip()] = _parse_value(value)
     return out
+
+
+def catalog_rows(folder: Path | None = None) -> list[dict[str, str]]:
+    """One row per registered file (primary first): name, family, file, hash pinned, present in `folder`
+    (default `checkpoints_dir()`). Used by `partbench models`."""
+    folder = folder or checkpoints_dir()
+    rows = []
+    for spec in list_encoders():
+        for i, remote in enumerate(spec.files):
+            if remote.sha256:
+                pinned = "sha256"
+            elif remote.sha256_prefix:
+                pinned = f"prefix {remote.sha256_prefix}"
+            else:
+                pinned = "no"
+            rows.append(
+                {
+                    "name": spec.name if i == 0 else "",
+                    "family": spec.family if i == 0 else "",
+                    "file": remote.filename,
+                    "pinned": pinned,
+                    "present": "yes" if (folder / remote.filename).is_file() else "no",
+                    "projection": ("yes" if spec.has_projection else "no") if i == 0 else "",
+                }
+            )
+    return rows
