@@ -27,6 +27,23 @@ console = Console(stderr=True)
 
 
 # --- section: models (partbench.encoders) ----------------------------------------------------
+@app.command("models")
+def models_command() -> None:
+    """List the encoder registry: official files, pinned hashes, and which are in the checkpoint cache."""
+    from rich.table import Table
+
+    from partbench.config import checkpoints_dir
+    from partbench.encoders.registry import catalog_rows
+
+    rows = catalog_rows()
+    table = Table(title=f"encoders (cache: {checkpoints_dir()})")
+    for column in ("name", "family", "file", "hash pinned", "present", "projection"):
+        table.add_column(column)
+    for row in rows:
+        present = "[green]yes[/]" if row["present"] == "yes" else "no"
+        table.add_row(row["name"], row["family"], row["file"], row["pinned"], present, row["projection"])
+    Console().print(table)
+    Console().print("also: timm:<model_name> for any timm ViT/BEiT model (e.g. timm:vit_small_patch16_224)")
 
 
 # --- section: datasets, synth (partbench.datasets) -------------------------------------------
