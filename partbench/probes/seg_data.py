@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ class SegGeometry:
 
 
 # --- data ---------------------------------------------------------------------------------------
+
+
+def data_fingerprint(train_set: SegmentationDataset) -> str:
+    """sha256 over the training files' relative names and sizes: a cheap identity of the split."""
+    digest = hashlib.sha256()
+    for sample in train_set.samples:
+        for path in (sample.image, sample.label):
+            digest.update(f"{path.name}:{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
 
 
 class StreamDataset(Dataset):

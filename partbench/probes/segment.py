@@ -32,10 +32,16 @@ from torch.utils.data import DataLoader
 from partbench.config import Protocol, as_protocol, data_dir
 from partbench.datasets import SegmentationDataset
 from partbench.datasets.segmentation import get_seg_spec
-from partbench.distributed import DistContext, barrier, device_for, init_from_env
+from partbench.distributed import barrier, device_for, init_from_env, shutdown
 from partbench.errors import PartbenchError
 from partbench.probes.results import measure_run, provenance, result_path, safe_name, write_result
-from partbench.probes.seg_data import SegGeometry, StreamDataset, build_fast_cache, cached_batches
+from partbench.probes.seg_data import (
+    SegGeometry,
+    StreamDataset,
+    build_fast_cache,
+    cached_batches,
+    data_fingerprint,
+)
 from partbench.probes.seg_head import FrozenBackbone, LinearSegHead
 from partbench.probes.seg_train import (
     CHECKPOINT_NAME,
@@ -136,6 +142,7 @@ def run_segment(
         )
         val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale, **norm)
         arch_text = ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw))
+        data_key = data_fingerprint(train_set)
         fingerprint = {
             "model": model,
             "dataset": dataset,
@@ -147,6 +154,7 @@ def run_segment(
             "crop": list(geo.crop),
             "train_scale": list(geo.train_scale),
             "train_items": len(train_set),
+            "train_data": data_key,
             **{k: v for k, v in cfg.as_dict().items() if k not in ("ckpt_every", "eval_every")},
         }
 
@@ -178,6 +186,7 @@ def run_segment(
                     "layers",
                     "crop",
                     "train_items",
+                    "train_data",
                 )
             }
             feats, labels = build_fast_cache(
@@ -226,35 +235,37 @@ def run_segment(
             )
 
     if ctx.is_main:
+        config = result_config(
+            model=model,
+            dataset=dataset,
+            mode=mode,
+            protocol=protocol,
+            suite=suite,
+            geo=geo,
+            layers=layers,
+            cfg=cfg,
+            arch=arch_kw,
+            world_size=ctx.world_size,
+        )
         _write(
             out_path,
             state,
-            model,
-            dataset,
-            variant,
-            mode,
-            protocol,
-            suite,
-            geo,
-            layers,
-            cfg,
-            arch_kw,
-            enc.checkpoint_sha256,
+            config,
             stats,
-            start_iter,
-            run_dir,
-            ctx,
+            checkpoint_sha256=enc.checkpoint_sha256,
+            resumed_from_iteration=start_iter,
+            run_dir=str(run_dir),
+            data_fingerprint=data_key,
         )
     barrier(ctx)
+    shutdown(ctx)
     return out_path if ctx.is_main else None
 
 
-def _write(
-    out_path: Path,
-    state: TrainState,
+def result_config(
+    *,
     model: str,
     dataset: str,
-    variant: str,
     mode: str,
     protocol: Protocol,
     suite: str,
@@ -262,27 +273,19 @@ def _write(
     layers: tuple[int, ...],
     cfg: SegTrainConfig,
     arch: dict[str, Any],
-    sha: str | None,
-    stats: Any,
-    start_iter: int,
-    run_dir: Path,
-    ctx: DistContext,
-) -> None:
-    """Result JSON: metrics of the last evaluation (and the best by mIoU), config, provenance."""
-    if not state.history:
-        raise PartbenchError(f"{run_dir}: the run finished without an evaluation")
-    last = state.history[-1]
-    best = max(state.history, key=lambda h: -1.0 if h["mIoU"] is None else h["mIoU"])
-    metrics: dict[str, Any] = {k: last[k] for k in ("mIoU", "mAcc", "aAcc", "per_class_iou")}
-    metrics.update({f"{k}_best": best[k] for k in ("mIoU", "mAcc", "aAcc")})
-    if "ci95" in last:
-        metrics["ci95"] = last["ci95"]
-    train = cfg.as_dict()
-    config = {
+    world_size: int,
+) -> dict[str, Any]:
+    """The result's `config`: what was trained, on what, how (everything needed to rerun it)."""
+    augmentation = (
+        "none (resized to the crop, cached features)"
+        if mode == "fast"
+        else "rescale 0.5-2.0, random crop (cat_max_ratio 0.75), flip 0.5, photometric distortion"
+    )
+    return {
         "task": "segment",
         "dataset": dataset,
         "model": model,
-        "variant": variant,
+        "variant": VARIANTS[mode],
         "feature": feature_name(layers),
         "probe": "linear",
         "protocol": str(protocol),
@@ -295,23 +298,31 @@ def _write(
         "test_scale": list(geo.test_scale),
         "slide_crop": list(geo.slide_crop),
         "slide_stride": list(geo.slide_stride),
-        "augmentation": "none (resized to crop, cached features)"
-        if mode == "fast"
-        else "rescale 0.5-2.0, crop (cat_max_ratio 0.75), flip, photometric",
+        "augmentation": augmentation,
         "loss": "cross_entropy, ignore 255, mean over all pixels",
         "aux_head": False,
         "inference": "slide, single scale, no flip",
-        "world_size": ctx.world_size,
-        **train,
+        "world_size": world_size,
+        **cfg.as_dict(),
     }
+
+
+def _write(out_path: Path, state: TrainState, config: dict[str, Any], stats: Any, **prov_extra: Any) -> None:
+    """Result JSON: metrics of the last evaluation (and of the best by mIoU), config, provenance."""
+    if not state.history:
+        raise PartbenchError(f"{prov_extra.get('run_dir')}: the run finished without an evaluation")
+    last = state.history[-1]
+    best = max(state.history, key=lambda h: -1.0 if h["mIoU"] is None else h["mIoU"])
+    metrics: dict[str, Any] = {k: last[k] for k in ("mIoU", "mAcc", "aAcc", "per_class_iou")}
+    metrics.update({f"{k}_best": best[k] for k in ("mIoU", "mAcc", "aAcc")})
+    if "ci95" in last:
+        metrics["ci95"] = last["ci95"]
     prov = provenance(
         stats,
-        checkpoint_sha256=sha,
         best_iteration=best["iteration"],
         eval_history=[{k: h[k] for k in ("iteration", "mIoU", "mAcc", "aAcc")} for h in state.history],
         train_loss=state.losses,
-        resumed_from_iteration=start_iter,
-        run_dir=str(run_dir),
+        **prov_extra,
     )
     write_result(out_path, metrics, config, prov)
 
