@@ -465,6 +465,12 @@ def run_cmd(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, ... (default: suite's).")] = None,
+    features: Annotated[
+        list[str] | None, typer.Option("--features", help="Retrieval features (default: all cached).")
+    ] = None,
+    heads: Annotated[
+        list[str] | None, typer.Option("--heads", help="Classify heads: linear, attentive.")
+    ] = None,
 ) -> None:
     """Every stage in order: prepare (synth or fetch) → extract → probe → report."""
     from partbench.pipeline import run_suite
@@ -477,6 +483,9 @@ def run_cmd(
         params=params,
         stages=_split_names(stage),
         device=device,
+        features=_split_names(features),
+        heads=_split_names(heads),
+        log=lambda line: console.print(line, highlight=False),
     )
     console.print(summary.describe())
     if summary.report is not None:

@@ -82,7 +82,8 @@ def paper_feature(task: str, feature: str, probe: str) -> tuple[str, str] | None
     if task == "classify":
         pairs = {("cls_token", "linear"): "cls_token", ("tokens", "attentive"): "tokens"}
         return (pairs[(feature, probe)], probe) if (feature, probe) in pairs else None
-    if task == "segment" and feature == SEGMENT_FEATURE:
+    if task == "segment" and feature.startswith("layers_"):
+        # the encoder's default segmentation blocks: 4/6/8/12 on ViT-B, all four on a depth-4 test encoder
         return SEGMENT_FEATURE, "linear"
     return None
 

@@ -87,7 +87,8 @@ def measurements_from(path: Path, result: dict[str, Any]) -> list[Measurement]:
                 model=str(config["model"]),
                 feature=str(config.get("feature", "-")),
                 probe=str(config.get("probe", "-")),
-                protocol=str(config.get("protocol", "study")),
+                protocol=str(config.get("protocol", "study"))
+                + ("/fast" if config.get("mode") == "fast" else ""),
                 suite=str(config.get("suite", "custom")),
                 metric=metric,
                 value=value,
