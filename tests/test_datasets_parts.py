@@ -381,3 +381,14 @@ def test_bad_names(cub_root: Path) -> None:
         part_patches("cub-parts", cub_root, "val", protocol="study", neighbours="all")
     with pytest.raises(DatasetError, match="data set folder not found"):
         part_patches("cub-parts", cub_root / "nope", "val")
+
+
+def test_resolve_data_root_for_segmentation_layouts(tmp_path: Path) -> None:
+    deep = tmp_path / "ade20k-object" / "ade_59object" / "ADEChallengeData2016"
+    (deep / "images" / "training").mkdir(parents=True)
+    assert resolve_data_root("ade20k-object", tmp_path / "ade20k-object") == deep
+    (tmp_path / "lip" / "LIP" / "img" / "train").mkdir(parents=True)
+    assert resolve_data_root("lip", tmp_path / "lip") == tmp_path / "lip" / "LIP"
+    # two candidates: ambiguous, the folder comes back as given
+    (tmp_path / "lip" / "LIP2" / "img" / "train").mkdir(parents=True)
+    assert resolve_data_root("lip", tmp_path / "lip") == tmp_path / "lip"

@@ -78,3 +78,18 @@ def test_synth_bad_scale(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="scale must be one of small, medium"):
         write_synthetic(tmp_path, scale="huge")
     assert not any(tmp_path.iterdir())
+
+
+def test_check_flags_an_incomplete_official_set(synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from partbench.datasets.parts import PART_DATASETS
+
+    # pretend the official release had 30 images: the 24 found are more than half, not all
+    spec = replace(PART_DATASETS["cub-parts"], official_images=(("retrieval", 30), ("train", 12)))
+    monkeypatch.setitem(PART_DATASETS, "cub-parts", spec)
+    counts, problems = check_parts("cub-parts", synth_root / "cub-parts")
+    assert counts["listed_images"] == {"retrieval": 24, "train": 12, "val": 12}
+    assert problems == [
+        f"{synth_root / 'cub-parts' / 'images.txt'}: split 'retrieval' has 24 images, the official set 30"
+    ]

@@ -1,10 +1,11 @@
 """``partbench datasets --check ROOT``: validate every data set present under ``ROOT/<name>/``.
 
 ``check_parts(name, root)`` has the shape of the segmentation helper's ``check_segmentation``:
-``(counts, problems)`` with ``counts[split][class] = number of part patches`` (plus
-``counts["images"][split]`` = images contributing patches) and every problem found as one line;
-problems are collected, not raised. Images are opened (header only) to catch missing or
-unreadable files without decoding every pixel.
+``(counts, problems)``: ``counts[split][class]`` = part patches (study protocol),
+``counts["images"][split]`` = images contributing patches, ``counts["listed_images"][split]`` =
+images the split lists (CUB's ``images.txt`` / ``train_test_split.txt``, COCO's ``*.jpg``
+files); ``problems`` = every problem found, one line each, collected rather than raised.
+Images are opened (header only) to catch missing or unreadable files without decoding every pixel.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from partbench.config import Protocol
 from partbench.datasets.coco import coco_part_patches
-from partbench.datasets.cub import cub_part_patches, read_images
+from partbench.datasets.cub import cub_part_patches, read_images, read_split
 from partbench.datasets.parts import PART_DATASETS, part_images_dir, resolve_data_root
 from partbench.errors import DatasetError
 
@@ -46,14 +47,30 @@ def check_parts(name: str, root: str | Path) -> Report:
     problems: list[str] = []
     if not base.is_dir():
         return counts, [f"{base}: data set folder missing ({name})"]
+    listed: dict[str, int] = {}
     if name == "cub-parts":
         try:  # every listed image, not only those with patches
-            for image_id, (rel, lineno) in read_images(base).items():
+            images = read_images(base)
+            listed["retrieval"] = len(images)
+            for image_id, (rel, lineno) in images.items():
                 problem = _image_problem(base / "images" / rel)
                 if problem:
                     problems.append(f"{base / 'images.txt'}:{lineno}: image {image_id}: {problem}")
+            is_train = read_split(base, images)
+            listed["train"] = sum(is_train.values())
+            listed["val"] = len(is_train) - listed["train"]
         except DatasetError as exc:
             problems.append(str(exc))
+    else:
+        for split in ("train", "val"):
+            folder = part_images_dir(name, base, split)
+            listed[split] = sum(1 for _ in folder.glob("*.jpg")) if folder.is_dir() else 0
+    counts["listed_images"] = listed
+    for split, official in spec.official_images:
+        n = listed.get(split, 0)
+        if official // 2 < n != official:
+            where = base / "images.txt" if name == "cub-parts" else part_images_dir(name, base, split)
+            problems.append(f"{where}: split {split!r} has {n} images, the official set {official}")
     read = cub_part_patches if name == "cub-parts" else coco_part_patches
     for split in spec.splits:
         try:

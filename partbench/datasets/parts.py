@@ -24,7 +24,9 @@ class PartDatasetSpec:
     """A keypoint data set cut into part patches.
 
     ``keypoints`` are the study's 1-indexed ids in label order; ``classes`` their names;
-    ``marker`` is the path whose presence identifies the layout root.
+    ``marker`` is the path whose presence identifies the layout root; ``official_images`` the
+    image count of each split of the official release (``partbench datasets --check`` flags a
+    set that has more than half of them but not all: an incomplete or altered download).
     """
 
     name: str
@@ -32,6 +34,7 @@ class PartDatasetSpec:
     keypoints: tuple[int, ...]
     classes: tuple[str, ...]
     marker: str
+    official_images: tuple[tuple[str, int], ...] = ()
     splits: tuple[str, ...] = PART_SPLITS
 
     @property
@@ -46,6 +49,7 @@ PART_DATASETS: dict[str, PartDatasetSpec] = {
         keypoints=CUB_KEYPOINTS,
         classes=CUB_CLASSES,
         marker="images.txt",
+        official_images=(("retrieval", 11788), ("train", 5994), ("val", 5794)),
     ),
     "coco-parts": PartDatasetSpec(
         name="coco-parts",
@@ -53,6 +57,7 @@ PART_DATASETS: dict[str, PartDatasetSpec] = {
         keypoints=COCO_KEYPOINTS,
         classes=COCO_CLASSES,
         marker="annotations",
+        official_images=(("train", 118287), ("val", 5000)),  # retrieval = train2017
     ),
 }
 
@@ -69,26 +74,37 @@ def _check_split(name: str, split: str) -> None:
         raise DatasetError(f"{name}: unknown split {split!r} (known: {', '.join(PART_SPLITS)})")
 
 
-def resolve_data_root(name: str, root: str | Path | None = None) -> Path:
-    """The layout root of data set ``name``: ``root`` (default ``data_dir()/<name>``), or its only
-    sub-folder holding the layout (e.g. ``data/cub-parts/CUB_200_2011/images.txt``).
+def _find_layout(base: Path, marker: str, depth: int = 2) -> Path:
+    """``base`` if ``base/marker`` exists, else the only folder up to ``depth`` levels below
+    that holds it (shallowest level first); ``base`` when none or several do."""
+    if (base / marker).exists() or not base.is_dir():
+        return base
+    level = [base]
+    for _ in range(depth):
+        level = [d for parent in level for d in sorted(parent.iterdir()) if d.is_dir()]
+        found = [d for d in level if (d / marker).exists()]
+        if found:
+            return found[0] if len(found) == 1 else base
+    return base
 
-    For the segmentation sets, ``partbench.datasets.segmentation.resolve_seg_root`` is used when
-    that module provides it; otherwise the folder is returned as given.
+
+def resolve_data_root(name: str, root: str | Path | None = None) -> Path:
+    """The layout root of data set ``name``: ``root`` (default ``data_dir()/<name>``), or the only
+    folder up to two levels below it holding the layout (e.g. ``data/cub-parts/CUB_200_2011/``
+    with ``images.txt``, ``data/ade20k-object/ade_59object/ADEChallengeData2016/`` with
+    ``images/training``). Unknown names come back as given.
     """
     base = Path(root).expanduser() if root is not None else data_dir() / name
     spec = PART_DATASETS.get(name)
-    if spec is None:
-        try:
-            from partbench.datasets import segmentation
-        except ImportError:
-            return base
-        resolver = getattr(segmentation, "resolve_seg_root", None)
-        return Path(resolver(name, base)) if resolver is not None else base
-    if (base / spec.marker).exists() or not base.is_dir():
+    if spec is not None:
+        return _find_layout(base, spec.marker)
+    from partbench.datasets.segmentation import SEG_DATASETS
+
+    seg = SEG_DATASETS.get(name)
+    if seg is None:
         return base
-    found = [d for d in sorted(base.iterdir()) if d.is_dir() and (d / spec.marker).exists()]
-    return found[0] if len(found) == 1 else base
+    marker = seg.split_dirs(Path(), "train")[0]
+    return _find_layout(base, str(marker))
 
 
 def part_images_dir(name: str, root: str | Path | None, split: str) -> Path:
