@@ -98,6 +98,10 @@ def test_default_checkpoint_is_found_in_the_cache(tmp_path: Path) -> None:
     shutil.copy(source, target)
     enc = load_encoder("dino", **TINY_ARCH)
     assert enc.projector is None and enc.checkpoint_sha256 is not None
+    # a bare file name is looked up in the cache too
+    assert (
+        load_encoder("dino", checkpoint=target.name, **TINY_ARCH).checkpoint_sha256 == enc.checkpoint_sha256
+    )
 
 
 def test_models_command_lists_registry_and_cache(tmp_path: Path) -> None:

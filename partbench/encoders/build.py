@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 from partbench.config import Protocol, as_protocol, checkpoints_dir
@@ -38,7 +37,10 @@ def build_backbone(spec: EncoderSpec, protocol: Protocol, **overrides: Any) -> n
 
 def _resolve_checkpoint(spec: EncoderSpec, checkpoint: str | Path | None) -> Path | None:
     if checkpoint is not None:
-        return Path(checkpoint)
+        path = Path(checkpoint)
+        cached = checkpoints_dir() / path
+        # a bare file name (as in DESIGN.md's examples) also means "this file in the checkpoint cache"
+        return cached if not path.exists() and not path.is_absolute() and cached.is_file() else path
     if not spec.files:
         return None
     for remote in spec.files:
@@ -53,7 +55,7 @@ def _resolve_checkpoint(spec: EncoderSpec, checkpoint: str | Path | None) -> Pat
 
 def _layout_error(path: Path, spec: EncoderSpec, raw: Any, exc: Exception) -> CheckpointError:
     looks = guess_layout(raw)
-    if looks is not None and looks != spec.name and get_encoder_spec(looks).family != spec.family:
+    if looks is not None and looks != spec.name:
         return CheckpointError(
             f"{path}: not a {spec.name} checkpoint, it looks like a {looks} checkpoint ({exc})"
         )
@@ -104,6 +106,3 @@ def _in_features(module: nn.Module) -> int | None:
         if isinstance(sub, nn.Linear):
             return sub.in_features
     return None
-
-
-__all__ = ["CAE_CLEAN_EPS", "CAE_STUDY_EPS", "build_backbone", "load_encoder", "torch"]
