@@ -79,7 +79,8 @@ def datasets_cmd(
         return
     from partbench.datasets.check import check_all
 
-    reports = check_all(check)
+    with console.status(f"checking the data sets under {check} …"):
+        reports = check_all(check)
     if not reports:
         raise _DataError(f"{check}: no registered data set folder found (expected ROOT/<name>/)")
     n_problems = 0
@@ -106,7 +107,8 @@ def synth_cmd(
     """Write every synthetic data set (each in its real on-disk format) under OUT."""
     from partbench.datasets.synth import write_synthetic
 
-    written = write_synthetic(out, seed=seed, scale=scale)
+    with console.status(f"writing synthetic data sets ({scale}) to {out} …"):
+        written = write_synthetic(out, seed=seed, scale=scale)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
 
