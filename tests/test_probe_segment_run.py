@@ -184,3 +184,23 @@ def test_torchrun_two_processes_match_one_process(assets: dict[str, Path], tmp_p
     assert results[1]["config"]["world_size"] == 2
     for key in ("mIoU", "mAcc", "aAcc"):
         assert results[0]["metrics"][key] == pytest.approx(results[1]["metrics"][key], abs=0.5)
+
+
+def test_encode_decode_through_slide_equals_a_whole_image_forward(assets: dict[str, Path]) -> None:
+    from partbench.encoders import load_encoder
+    from partbench.probes.seg_head import FrozenBackbone, LinearSegHead, encode_decode, upsample_logits
+    from partbench.probes.slide import slide_inference
+
+    enc = load_encoder("dino", checkpoint=assets["ckpt"], embed_dim=64, depth=4, num_heads=4)
+    backbone = FrozenBackbone(enc, enc.default_seg_layers, torch.device("cpu"))
+    head = LinearSegHead(4 * 64, 5)
+    image = torch.randn(1, 3, 48, 64)
+    feats = backbone(image)
+    assert feats.shape == (1, 256, 3, 4) and not feats.is_inference()  # usable by autograd
+    with torch.no_grad():
+        # mmseg whole_inference: encode_decode (logits to the image size), then resize to the label size
+        whole = upsample_logits(upsample_logits(head(feats), (48, 64)), (96, 128))
+        slid = slide_inference(
+            encode_decode(backbone, head), image, 5, (48, 64), (16, 16), out_size=(96, 128)
+        )
+    torch.testing.assert_close(slid, whole)

@@ -9,9 +9,12 @@ Resuming: the learning rate is a pure function of the iteration; the data order 
 function of (seed, iteration) (`ResumableBatchSampler`: epoch `e` is `randperm(N)` seeded with
 `seed + e`, iteration `i` takes global stream positions `[i·B, (i+1)·B)`, and each rank takes a
 strided slice of them, as `DistributedSampler` does; `DistributedSampler` itself cannot restart
-mid-epoch, hence this sampler); the per-sample augmentation seed is the stream position. So a run
-killed at any point and resumed from its last checkpoint ends with the same head as an
+mid-epoch, hence this sampler); a sample's augmentation is drawn from (seed, index, stream epoch).
+So a run killed at any point and resumed from its last checkpoint ends with the same head as an
 uninterrupted run.
+
+Short runs (`--iters` < 160k) scale the warm-up in proportion, `round(1500 · iters / 160k)` (at
+least 1), so a 16k-iteration run warms up for 150 iterations, not for a tenth of its length.
 """
 
 from __future__ import annotations
@@ -295,12 +298,13 @@ def train_head(
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             logits = head(feats)
         loss = segmentation_loss(logits, labels, cfg.ignore_index)
-        if not math.isfinite(loss.item()):
-            raise PartbenchError(f"segment: training loss became {loss.item()} at iteration {it}")
+        value = loss.item()
+        if not math.isfinite(value):
+            raise PartbenchError(f"segment: training loss became {value} at iteration {it}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        window_loss += loss.item()
+        window_loss += value
         window_n += 1
         it += 1
         state.iteration = it

@@ -14,7 +14,8 @@ Two modes:
 
 Under torchrun (WORLD_SIZE > 1) the head is wrapped in DistributedDataParallel (NCCL on CUDA, gloo
 on CPU), each rank takes a slice of every global batch and of the validation images, confusion
-matrices are summed across ranks, and rank 0 writes checkpoints and the result.
+matrices are summed across ranks, and rank 0 writes checkpoints and the result. Every rank reads
+the run folder on resume (and the fast-mode cache), so on several hosts it must be shared.
 """
 
 from __future__ import annotations
