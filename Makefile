@@ -31,5 +31,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+smoke: install  ## the smoke suite end to end (synthetic data, tiny encoders; minutes on a CPU)
+	$(BIN)/partbench run --suite smoke
+
+report: install  ## reports/*.md from every result under results/
+	$(BIN)/partbench report --results-dir results --out reports
+
+reproduce: install  ## the paper suite through DVC (downloads, GPUs, days): reruns only what changed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro paper_report
+
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
