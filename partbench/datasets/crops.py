@@ -14,6 +14,9 @@ Two protocols (``partbench.config.Protocol``):
     and PIL's ``Image.crop`` rounds each coordinate once more with ``round`` (ties to even),
     so the box stored here is ``tuple(round(v) for v in (x-r, y-r, x+r, y+r))`` — exactly the
     pixels PIL cropped. The side is ``2r`` ≈ ``nearest / 2``, not ``nearest``.
+  * distances are float64. The study's COCO vector was an int64 array (JSON integers) whose
+    squares would overflow for annotation-id gaps above ~3e9; COCO's keypoint annotations have
+    none (crowd regions with ids ~9e11 carry no keypoints), so the two agree on COCO.
 
 ``clean`` — the paper's text ("the minimum L2 distance (d) ... then crop a d × d patch centered
 at this keypoint"), without the code's quirks:
@@ -21,8 +24,9 @@ at this keypoint"), without the code's quirks:
     plain 2-D distances — for COCO across all contributing persons, *without* the annotation id;
   * ``neighbours="all"`` is the text's literal reading, "all the other keypoints in the same
     image": CUB's 15 parts with ``visible=1``, COCO's 17 keypoints of every person with ``v >= 1``.
-    On real data this drops most patches (a nose is usually < 40 px from an eye; on the synthetic
-    twins it leaves only CUB tails), which is why it is not the default;
+    It drops every keypoint within 40 px of *any* other keypoint (a nose next to an eye, an eye
+    next to the forehead): on the synthetic twins only CUB tails survive, which is why it is
+    not the default;
   * the keypoints cropped are the same as in ``study`` (CUB ``visible=1``; COCO ``v == 2`` on
     persons with ≥ 2 of the 3);
   * ``d`` = minimum non-zero distance; the study's size filter in the same units: ``40 < d < 2000``;
