@@ -117,6 +117,10 @@ def test_a_finished_run_is_reused_and_another_runs_checkpoint_refused(
         _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3)
     path = _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3, resume=False)
     assert json.loads(path.read_text())["config"]["lr"] == 1e-3
+    ckpt = tmp_path / "runs" / "segment" / "lip" / "dino__linear-fast" / CHECKPOINT_NAME
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
+    with pytest.raises(CacheError, match=r"checkpoint.pt: unreadable segmentation checkpoint"):
+        _run(assets, tmp_path, iters=2, batch_size=2, crop=32, mode="fast", lr=1e-3)
 
 
 def test_cli_probe_segment(assets: dict[str, Path], tmp_path: Path) -> None:
