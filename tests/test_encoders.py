@@ -372,17 +372,16 @@ def maps_from_tokens(tokens: torch.Tensor, rows: int, cols: int, npfx: int = 1) 
 
 
 @pytest.mark.parametrize("name", SYNTHETIC_NAMES)
-def test_layer_maps_at_any_size(name: str, files: dict, images: torch.Tensor) -> None:
-    enc = load(name, files[name])
-    maps = enc.layer_maps(torch.randn(2, 3, 96, 128), enc.default_seg_layers)
+def test_layer_maps_at_any_size(name: str, files: dict) -> None:
+    enc = load(name, files[name], protocol="clean")
+    x = torch.randn(2, 3, 96, 128)
+    maps = enc.layer_maps(x, enc.default_seg_layers)
     assert [tuple(m.shape) for m in maps] == [(2, TINY_ARCH["embed_dim"], 6, 8)] * 4
     assert all(torch.isfinite(m).all() for m in maps)
-    # at the native size the maps are the raw block outputs of the reference, patch tokens only
-    ckpt = torch.load(files[name], weights_only=False)
-    blocks = reference_features(name, ckpt, images)["blocks"]
-    npfx = enc.num_prefix_tokens
-    for got, block in zip(enc.layer_maps(images, (0, 1)), blocks, strict=True):
-        torch.testing.assert_close(got, maps_from_tokens(block, 14, 14, npfx), atol=ATOL, rtol=1e-4)
+    # the maps are the raw block outputs (checked against the reference above), patch tokens only
+    tokens = enc.block_tokens(x, [0, 1])
+    for got, block in zip(enc.layer_maps(x, (0, 1)), tokens, strict=True):
+        torch.testing.assert_close(got, maps_from_tokens(block, 6, 8, enc.num_prefix_tokens), atol=0, rtol=0)
 
 
 def test_bicubic_families_resize_without_antialias(files: dict) -> None:
@@ -467,3 +466,21 @@ def test_bad_inputs_to_the_forward(files: dict) -> None:
         enc.layer_maps(torch.randn(1, 3, 100, 128))
     with pytest.raises(PartbenchError, match=r"block 5 out of range 0\.\.1"):
         enc.block_tokens(torch.randn(1, 3, 64, 64), [5])
+
+
+def test_weight_norm_fold_matches_torch_weight_norm(tmp_path: Path, images: torch.Tensor) -> None:
+    from partbench.encoders.heads import fold_weight_norm
+
+    layer = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(8, 5, bias=False))
+    with torch.no_grad():
+        layer.parametrizations.weight.original0.copy_(torch.rand(5, 1) + 0.5)  # weight_g
+    g, v = layer.parametrizations.weight.original0, layer.parametrizations.weight.original1
+    torch.testing.assert_close(fold_weight_norm(g, v), layer.weight)
+    # a teacher whose weight_g is not 1 (norm_last_layer=False) is folded with its g
+    ckpt = official_checkpoint("dino", seed=3)
+    ckpt["teacher"]["head.last_layer.weight_g"] = torch.rand(512, 1) + 0.5
+    torch.save(ckpt, tmp_path / "dino_g.pth")
+    got = load("dino", tmp_path / "dino_g.pth").extract(images)["projection"]
+    torch.testing.assert_close(
+        got, reference_features("dino", ckpt, images)["projection"], atol=ATOL, rtol=1e-4
+    )
