@@ -233,3 +233,24 @@ def test_feature_name_counts_blocks_from_one() -> None:
     from partbench.probes.segment import feature_name
 
     assert feature_name((3, 5, 7, 11)) == "layers_4_6_8_12"
+
+
+# --- optimiser ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias_decay", [True, False])
+def test_adamw_decays_the_bias_only_where_the_study_config_does(bias_decay: bool) -> None:
+    from partbench.probes.seg_train import make_optimizer
+
+    head = LinearSegHead(4, 2)
+    with torch.no_grad():
+        head.conv_seg.bias.fill_(1.0)
+    w0 = head.conv_seg.weight.detach().clone()
+    opt = make_optimizer(head, SegTrainConfig(lr=0.1, weight_decay=0.5, bias_weight_decay=bias_decay))
+    for p in head.parameters():
+        p.grad = torch.zeros_like(p)  # zero gradient: AdamW's only move is the decoupled decay
+    opt.step()
+    # decoupled decay by hand: p ← p·(1 − lr·wd) = p·0.95
+    torch.testing.assert_close(head.conv_seg.weight.detach(), w0 * 0.95)
+    expected_bias = 0.95 if bias_decay else 1.0
+    torch.testing.assert_close(head.conv_seg.bias.detach(), torch.full((2,), expected_bias))

@@ -58,6 +58,9 @@ class SegTrainConfig:
     ckpt_every: int = 2000
     eval_every: int = 16_000
     ignore_index: int = 255
+    # The CAE, BEiT and MAE configs build AdamW with BEiT's LayerDecayOptimizerConstructor, which
+    # puts 1-D parameters (the head's bias) in a no-decay group; the other four use mmcv's default.
+    bias_weight_decay: bool = True
 
     def __post_init__(self) -> None:
         if self.iters <= 0 or self.batch_size <= 0:
@@ -246,9 +249,25 @@ def restore(payload: Mapping[str, Any], head: nn.Module, optimizer: torch.optim.
 # --- the loop -----------------------------------------------------------------------------------
 
 
+#: Families whose study configs use the layer-decay constructor (no weight decay on 1-D parameters).
+NO_BIAS_DECAY_FAMILIES = frozenset({"cae", "beit", "mae"})
+
+
 def make_optimizer(head: nn.Module, cfg: SegTrainConfig) -> torch.optim.AdamW:
-    """AdamW over the head's parameters (the backbone is frozen and not in the optimizer)."""
-    return torch.optim.AdamW(head.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    """AdamW over the head's parameters (the backbone is frozen and not in the optimizer).
+
+    With `cfg.bias_weight_decay=False`, 1-D parameters get weight decay 0 (layer-decay constructor;
+    its lr scale for head parameters is decay^0 = 1).
+    """
+    params = [p for p in head.parameters() if p.requires_grad]
+    if cfg.bias_weight_decay:
+        groups: list[dict[str, Any]] = [{"params": params}]
+    else:
+        groups = [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def segmentation_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from partbench.probes.seg_data import (
 from partbench.probes.seg_head import FrozenBackbone, LinearSegHead
 from partbench.probes.seg_train import (
     CHECKPOINT_NAME,
+    NO_BIAS_DECAY_FAMILIES,
     ResumableBatchSampler,
     SegTrainConfig,
     TrainState,
@@ -134,6 +136,7 @@ def run_segment(
     with measure_run() as stats:
         enc = load_encoder(model, checkpoint=checkpoint, protocol=str(protocol), **arch_kw).to(dev).eval()
         layers = tuple(enc.default_seg_layers)
+        cfg = replace(cfg, bias_weight_decay=enc.spec.family not in NO_BIAS_DECAY_FAMILIES)
         geo = SegGeometry.for_spec(spec, crop, enc.patch_size)
         backbone = FrozenBackbone(enc, layers, dev)
         # mmseg normalises on the 0-255 scale; the encoder's mean/std (ImageNet under `study`).
