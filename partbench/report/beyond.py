@@ -1,0 +1,449 @@
+"""The report's "Beyond the paper" section: layer-wise curves and retrieval grids, with generated facts.
+
+`layer curves` (from `results/layers/...`, written by `partbench probe layers`): part-level and
+object-level score against depth, one line per encoder, bootstrap bands; the final-normed output
+(`norm`) and the projector output (`proj`) are the last points. `retrieval grid` (opt-in, from the
+main feature caches): for one query patch per part class, each encoder's top-k retrieved patches
+(the query itself left out), framed green when the part matches and red when it does not.
+
+Every number in the paragraphs is computed here from the result files or caches it names, never
+typed; the grid's numbers are also written beside it as `figures/retrieval_grid__<dataset>.json`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from partbench.errors import PartbenchError
+from partbench.fsutil import atomic_write, atomic_write_json
+from partbench.probes.results import iter_results
+from partbench.report.mapping import display_model, model_sort_key
+
+BEYOND_FIGURES = ("retrieval-grid",)  # opt-in figures (`partbench report --figures ...`)
+LEVELS = ("part", "object")
+METRIC = {"retrieval": "AP", "classify": "top1"}
+METRIC_LABEL = {"AP": "retrieval AP (%)", "top1": "linear-probe top-1 (%)"}
+CURVE_PREFIX, GRID_PREFIX = "layers__", "retrieval_grid__"
+CURVE_SIZE, CURVE_DPI = (12.0, 4.8), 110  # inches, dots per inch: 1320 x 528 px
+GRID_CELL, GRID_LABEL_W, GRID_TITLE_H, GRID_DPI = 1.2, 1.6, 0.9, 100  # inches; px = inches * dpi
+GRID_THUMB = 96
+
+
+# --- layer curves ------------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    """One point of one encoder's curve: `x` is the plotting position (blocks 1..L, then norm, proj)."""
+
+    name: str
+    stage: str
+    block: int
+    values: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    path: Path
+
+
+@dataclass
+class Curves:
+    """All encoders' points for one (dataset, task, feature, protocol, suite)."""
+
+    dataset: str
+    task: str
+    feature: str
+    protocol: str
+    suite: str
+    by_model: dict[str, list[Point]] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return METRIC[self.task]
+
+    @property
+    def stem(self) -> str:
+        return f"{CURVE_PREFIX}{self.dataset}__{self.task}-{self.feature}"
+
+
+def load_layer_curves(results_dir: Path, suite: str | None = None) -> list[Curves]:
+    """Group every `layers` result under `results_dir` into curves; points sorted along the depth."""
+    groups: dict[tuple[str, ...], Curves] = {}
+    for path, res in iter_results(Path(results_dir)):
+        cfg, metrics = res["config"], res["metrics"]
+        if cfg.get("task") != "layers" or (suite is not None and cfg.get("suite") != suite):
+            continue
+        task = str(cfg.get("probe_task"))
+        if task not in METRIC:
+            raise PartbenchError(f"{path}: layers result with unknown probe_task {task!r}")
+        key = tuple(str(cfg.get(k)) for k in ("dataset", "probe_task", "layer_feature", "protocol", "suite"))
+        curves = groups.setdefault(key, Curves(*key))
+        ci = metrics.get("ci95") or {}
+        values, bands = {}, {}
+        for level in LEVELS:
+            name = f"{level}_{METRIC[task]}"
+            if isinstance(metrics.get(name), int | float):
+                values[level] = float(metrics[name])
+                if name in ci:
+                    bands[level] = (float(ci[name][0]), float(ci[name][1]))
+        point = Point(str(cfg["point"]), str(cfg["stage"]), int(cfg["block"]), values, bands, path)
+        curves.by_model.setdefault(str(cfg["model"]), []).append(point)
+    order = {"block": 0, "norm": 1, "projection": 2}
+    for curves in groups.values():
+        for points in curves.by_model.values():
+            points.sort(key=lambda p: (order.get(p.stage, 3), p.block))
+    return [groups[k] for k in sorted(groups)]
+
+
+def _x_positions(curves: Curves) -> tuple[int, dict[str, int]]:
+    depth = max(p.block for pts in curves.by_model.values() for p in pts)
+    return depth, {"norm": depth + 1, "projection": depth + 2}
+
+
+def _x(point: Point, extra: dict[str, int]) -> int:
+    return point.block if point.stage == "block" else extra[point.stage]
+
+
+def layer_curve_figure(curves: Curves, path: Path, title: str = "") -> Path:
+    """Two panels (part level | object level) of score vs depth; one colour per encoder."""
+    depth, extra = _x_positions(curves)
+    levels = [lv for lv in LEVELS if any(lv in p.values for pts in curves.by_model.values() for p in pts)]
+    fig, axes = plt.subplots(1, len(levels), figsize=CURVE_SIZE, squeeze=False, layout="constrained")
+    colours = plt.get_cmap("tab10")
+    models = sorted(curves.by_model, key=model_sort_key)
+    for ax, level in zip(axes[0], levels, strict=True):
+        for i, model in enumerate(models):
+            pts = [p for p in curves.by_model[model] if level in p.values]
+            colour = colours(i % 10)
+            blocks = [p for p in pts if p.stage == "block"]
+            xs = [p.block for p in blocks]
+            ax.plot(
+                xs, [p.values[level] for p in blocks], "-o", color=colour, ms=4, label=display_model(model)
+            )
+            banded = [p for p in blocks if level in p.ci]
+            if banded:
+                ax.fill_between(
+                    [p.block for p in banded],
+                    [p.ci[level][0] for p in banded],
+                    [p.ci[level][1] for p in banded],
+                    color=colour,
+                    alpha=0.15,
+                    linewidth=0,
+                )
+            tail = [p for p in pts if p.stage != "block"]
+            if blocks and tail:  # dotted continuation to the final-norm and projector points
+                seq = [blocks[-1], *tail]
+                ax.plot([_x(p, extra) for p in seq], [p.values[level] for p in seq], ":", color=colour)
+            for p in tail:
+                marker = "s" if p.stage == "norm" else "*"
+                ax.plot(_x(p, extra), p.values[level], marker, color=colour, ms=7 if marker == "s" else 12)
+                if level in p.ci:
+                    lo, hi = p.ci[level]
+                    ax.vlines(_x(p, extra), lo, hi, color=colour, alpha=0.5)
+        ax.set_xticks(
+            [*range(1, depth + 1), depth + 1, depth + 2], [*map(str, range(1, depth + 1)), "norm", "proj"]
+        )
+        ax.set_xlim(0.5, depth + 2.5)
+        ax.axvline(depth + 0.5, color="0.7", lw=0.8)
+        ax.set_xlabel("block (1 = first; norm = last block + final LayerNorm; proj = projector output)")
+        ax.set_title(f"{level}-level ({'part label' if level == 'part' else 'object class of the image'})")
+        ax.set_ylabel(f"{level}-level {METRIC_LABEL[curves.metric]}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(title="encoder", fontsize=8, loc="best")
+    band = (
+        "shaded: bootstrap 95% interval"
+        if any(p.ci for pts in curves.by_model.values() for p in pts)
+        else "no bootstrap"
+    )
+    fig.suptitle(
+        (title or f"{curves.dataset}: {curves.task} on each block ({curves.feature} feature)") + f" — {band}"
+    )
+    _save(fig, path, CURVE_DPI)
+    return path
+
+
+def layer_facts(curves: Curves) -> str:
+    """One paragraph of facts computed from the points: peaks, margins, projector effect."""
+    metric = curves.metric
+    sentences = []
+    for model in sorted(curves.by_model, key=model_sort_key):
+        pts = curves.by_model[model]
+        blocks = [p for p in pts if p.stage == "block"]
+        norm = next((p for p in pts if p.stage == "norm"), None)
+        proj = next((p for p in pts if p.stage == "projection"), None)
+        parts = []
+        for level in LEVELS:
+            lv = [p for p in blocks if level in p.values]
+            if not lv:
+                continue
+            best = max(lv, key=lambda p: p.values[level])  # first block wins a tie
+            text = (
+                f"{level} {metric} peaks at block {best.block} of {len(blocks)} "
+                f"({best.values[level]:.2f}; block 1: {lv[0].values[level]:.2f})"
+            )
+            if norm is not None and level in norm.values:
+                gap = best.values[level] - norm.values[level]
+                side = "above" if gap >= 0 else "below"
+                text += f", {abs(gap):.2f} points {side} the final-normed output ({norm.values[level]:.2f})"
+                if proj is not None and level in proj.values:
+                    delta = proj.values[level] - norm.values[level]
+                    text += f"; the projector output scores {proj.values[level]:.2f} ({delta:+.2f} vs norm)"
+            parts.append(text)
+        if parts:
+            sentences.append(f"**{display_model(model)}**: " + "; ".join(parts) + ".")
+    head = (
+        f"Computed from {sum(len(p) for p in curves.by_model.values())} result files "
+        f"(`results/layers/{curves.dataset}/`, {curves.task}, {curves.feature} feature, protocol "
+        f"{curves.protocol}, suite {curves.suite}). "
+    )
+    return head + " ".join(sentences)
+
+
+# --- retrieval grid ----------------------------------------------------------------------------
+
+
+@dataclass
+class GridFacts:
+    """What the grid shows, per encoder: correct cells shown, and precision@k over every query."""
+
+    dataset: str
+    feature: str
+    k: int
+    queries: list[int]
+    query_parts: list[str]
+    shown_correct: dict[str, int]
+    shown_total: int
+    precision_at_k: dict[str, float]  # percent, mean over all queries, the query itself left out
+    n_items: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def topk_others(features: Any, k: int) -> np.ndarray:
+    """Indices [N, k] of each row's k most cosine-similar other rows (ties: lower index first)."""
+    import torch
+
+    x = torch.nn.functional.normalize(torch.as_tensor(features).float(), dim=1)
+    scores = x @ x.T
+    scores.fill_diagonal_(-math.inf)
+    k = min(k, x.shape[0] - 1)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return order.numpy()
+
+
+def _available_models(features_dir: Path, dataset: str, split: str) -> list[str]:
+    from partbench.feature_cache import is_complete
+
+    found = [d.name for d in sorted(Path(features_dir).glob("*")) if is_complete(d / dataset / split)]
+    return sorted(found, key=model_sort_key)
+
+
+def retrieval_grid(
+    features_dir: Path,
+    dataset: str,
+    path: Path,
+    *,
+    models: Sequence[str] | None = None,
+    n_queries: int = 4,
+    k: int = 6,
+    feature: str = "embedding",
+    split: str = "retrieval",
+) -> GridFacts | None:
+    """Draw the grid for `dataset` from the main caches under `features_dir`; None when none exist.
+
+    Queries: the first item of each part class (label order), up to `n_queries`; the same rows for
+    every encoder (their `items.csv` must agree).
+    """
+    from PIL import Image
+
+    from partbench.feature_cache import cache_dir_for, load_features
+
+    models = list(models) if models is not None else _available_models(features_dir, dataset, split)
+    if not models:
+        return None
+    sets = {m: load_features(cache_dir_for(features_dir, m, dataset, split)) for m in models}
+    first = sets[models[0]]
+    keycols = ["image", "part", "x0", "y0", "x1", "y1"]
+    for fs in sets.values():
+        if not fs.items[keycols].equals(first.items[keycols]):
+            raise PartbenchError(f"{fs.cache_dir}: items differ from {first.cache_dir}; extract both alike")
+        if getattr(fs, feature, None) is None:
+            raise PartbenchError(f"{fs.cache_dir}: no {feature!r} in the cache")
+    labels = first.labels.numpy()
+    queries = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:n_queries]
+    images_dir = Path(str(first.manifest.get("images_dir", "")))
+    thumbs: dict[int, np.ndarray] = {}
+
+    def thumb(row: int) -> np.ndarray:
+        if row not in thumbs:
+            it = first.items.iloc[row]
+            try:
+                with Image.open(images_dir / it["image"]) as im:
+                    box = (int(it["x0"]), int(it["y0"]), int(it["x1"]), int(it["y1"]))
+                    crop = im.convert("RGB").crop(box).resize((GRID_THUMB, GRID_THUMB), Image.BICUBIC)
+            except OSError as exc:
+                raise PartbenchError(f"{images_dir / it['image']}: cannot read the image ({exc})") from None
+            thumbs[row] = np.asarray(crop)
+        return thumbs[row]
+
+    ranks = {m: topk_others(getattr(fs, feature), k) for m, fs in sets.items()}
+    k = ranks[models[0]].shape[1]
+    rows, cols = len(queries) * len(models), 1 + k
+    size = (GRID_LABEL_W + cols * GRID_CELL, GRID_TITLE_H + rows * GRID_CELL)
+    fig = plt.figure(figsize=size, dpi=GRID_DPI)
+    left, top = GRID_LABEL_W / size[0], 1 - GRID_TITLE_H / size[1]
+    cw, ch = GRID_CELL / size[0], GRID_CELL / size[1]
+    parts = first.items["part"].astype(str).tolist()
+    shown = {m: 0 for m in models}
+    for qi, q in enumerate(queries):
+        for mi, m in enumerate(models):
+            r = qi * len(models) + mi
+            y = top - (r + 1) * ch
+            fig.text(left - 0.1 / size[0], y + ch / 2, f"{display_model(m)}\nquery: {parts[q]}",
+                     ha="right", va="center", fontsize=8)  # fmt: skip
+            cells = [(q, None), *((int(j), bool(labels[j] == labels[q])) for j in ranks[m][q])]
+            for c, (row, ok) in enumerate(cells):
+                ax = fig.add_axes((left + c * cw + 0.05 * cw, y + 0.08 * ch, 0.9 * cw, 0.78 * ch))
+                ax.imshow(thumb(row))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                colour = "tab:blue" if ok is None else ("tab:green" if ok else "tab:red")
+                for spine in ax.spines.values():
+                    spine.set_color(colour)
+                    spine.set_linewidth(4)
+                label = "query" if ok is None else f"#{c} {'✓' if ok else '✗'} {parts[row]}"
+                ax.set_title(label, fontsize=7, color=colour, pad=2)
+                shown[m] += bool(ok)
+    fig.suptitle(
+        f"{dataset}: top-{k} retrieved part patches per encoder ({feature}, cosine, query left out)\n"
+        "green ✓ = same part as the query, red ✗ = another part, blue = the query",
+        fontsize=10,
+        y=1 - 0.15 / size[1],
+        va="top",
+    )
+    _save(fig, path, GRID_DPI)
+    precision = {m: 100.0 * float((labels[ranks[m]] == labels[:, None]).mean()) for m in models}
+    return GridFacts(
+        dataset=dataset,
+        feature=feature,
+        k=k,
+        queries=queries,
+        query_parts=[parts[q] for q in queries],
+        shown_correct=shown,
+        shown_total=len(queries) * k,
+        precision_at_k=precision,
+        n_items=len(labels),
+    )
+
+
+def grid_facts_text(facts: GridFacts) -> str:
+    """One paragraph from the grid's facts."""
+    per = "; ".join(
+        f"{display_model(m)} {facts.shown_correct[m]}/{facts.shown_total} shown correct, "
+        f"precision@{facts.k} {facts.precision_at_k[m]:.2f}%"
+        for m in facts.precision_at_k
+    )
+    best = max(facts.precision_at_k, key=lambda m: facts.precision_at_k[m])
+    return (
+        f"Queries: the first patch of each part class ({', '.join(facts.query_parts)}); precision@{facts.k} "
+        f"is over all {facts.n_items} patches of `{facts.dataset}` as queries ({facts.feature}). {per}. "
+        f"Highest precision@{facts.k}: {display_model(best)}."
+    )
+
+
+# --- the section -------------------------------------------------------------------------------
+
+
+def beyond_section(
+    results_dir: Path,
+    out: Path,
+    *,
+    suite: str | None = None,
+    figures: Iterable[str] = (),
+    features_dir: Path = Path("features"),
+) -> tuple[str, list[Path]]:
+    """Draw the section's figures into `out/figures/` and return (markdown, files written).
+
+    Layer curves are drawn for every group of `layers` results; `figures` adds opt-in figures
+    (`retrieval-grid`). Returns ("", []) when there is nothing to show.
+    """
+    figures = list(figures)
+    unknown = [f for f in figures if f not in BEYOND_FIGURES]
+    if unknown:
+        raise PartbenchError(f"--figures: unknown figure {unknown[0]!r} (known: {', '.join(BEYOND_FIGURES)})")
+    fig_dir = Path(out) / "figures"
+    if fig_dir.is_dir():  # stale figures of an earlier report
+        for old in fig_dir.iterdir():
+            if old.name.startswith((CURVE_PREFIX, GRID_PREFIX)):
+                old.unlink()
+    md: list[str] = []
+    files: list[Path] = []
+    all_curves = load_layer_curves(results_dir, suite)
+    multi = len({(c.protocol, c.suite) for c in all_curves}) > 1
+    for curves in all_curves:
+        stem = curves.stem + (f"__{curves.suite}-{curves.protocol}" if multi else "")
+        path = layer_curve_figure(curves, fig_dir / f"{stem}.png")
+        files.append(path)
+        md += [
+            f"### Layer-wise {curves.task}: {curves.dataset} ({curves.feature} feature)",
+            "",
+            f"![{stem}](figures/{path.name})",
+            "",
+            layer_facts(curves),
+            "",
+        ]
+    if "retrieval-grid" in figures:
+        for dataset in ("cub-parts", "coco-parts"):
+            path = fig_dir / f"{GRID_PREFIX}{dataset}.png"
+            facts = retrieval_grid(Path(features_dir), dataset, path)
+            if facts is None:
+                continue
+            atomic_write_json(path.with_suffix(".json"), facts.as_dict())
+            files += [path, path.with_suffix(".json")]
+            md += [
+                f"### Retrieval grid: {dataset}",
+                "",
+                f"![{path.stem}](figures/{path.name})",
+                "",
+                grid_facts_text(facts),
+                "",
+            ]
+        if not any(f.name.startswith(GRID_PREFIX) for f in files):
+            md += [
+                f"No part-set feature cache under `{Path(features_dir).as_posix()}`: no retrieval grid.",
+                "",
+            ]
+    if not md:
+        return "", []
+    intro = (
+        "Where in the network does part knowledge live? Part- vs object-level scores on every block "
+        "(`partbench probe layers`), and what the encoders retrieve. The paragraphs are generated from "
+        "the result files."
+    )
+    return "\n".join(["## Beyond the paper", "", intro, "", *md]), files
+
+
+def _save(fig: plt.Figure, path: Path, dpi: int, tight: bool = False) -> None:
+    buf = io.BytesIO()
+    fig.savefig(
+        buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None, metadata={"Software": None}
+    )
+    plt.close(fig)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def read_grid_facts(path: Path) -> dict[str, Any]:
+    """The facts JSON written beside a retrieval grid."""
+    return json.loads(Path(path).read_text())
