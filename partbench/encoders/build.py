@@ -72,7 +72,10 @@ def load_encoder(
     `timm_overrides` change the architecture (e.g. `embed_dim=64, depth=2, num_heads=4`).
     """
     spec = get_encoder_spec(name)
-    proto = as_protocol(protocol)
+    try:
+        proto = as_protocol(protocol)
+    except ValueError as exc:
+        raise PartbenchError(f"{name}: {exc}") from None
     if spec.family == "timm":
         from partbench.encoders.timm_any import load_timm_encoder
 

@@ -42,7 +42,7 @@ class EncoderSpec:
     has_projection: bool
     description: str
     timm_arch: str
-    timm_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    timm_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
     convert: Converter | None = field(default=None, repr=False, compare=False)
     head_kind: str | None = None
     pos_resize: str = "bicubic"
