@@ -243,3 +243,10 @@ def test_confusion_matrix_bootstrap_contains_miou():
     assert ci["mIoU"][0] <= r.miou <= ci["mIoU"][1]
     assert ci["aAcc"][0] <= r.aacc <= ci["aAcc"][1]
     assert ci == cm.bootstrap(n=200, seed=0)
+
+
+def test_retrieval_single_class_database():
+    # every item is a positive: each query's AP is 1 under both protocols (no negatives at all)
+    feats = np.random.default_rng(2).normal(size=(6, 4))
+    assert retrieval_ap(feats, np.zeros(6, dtype=int), "study").ap == pytest.approx(1.0)
+    assert retrieval_ap(feats, np.zeros(6, dtype=int), "clean").ap == pytest.approx(1.0)
