@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from partbench.fsutil import atomic_write_text
 from partbench.report.aggregate import aggregate_rows, write_aggregate
+from partbench.report.beyond import beyond_section
 from partbench.report.claims import ClaimResult, check_claims
 from partbench.report.figures import part_vs_object_figure, retrieval_projection_figure
 from partbench.report.mapping import Column
@@ -97,8 +99,13 @@ def build_report(
     out: Path = Path("reports"),
     tolerance: dict[str, float] | None = None,
     suite: str | None = None,
+    figures: Sequence[str] = (),
+    features_dir: Path = Path("features"),
 ) -> ReportSummary:
     """Read every result JSON under `results_dir` and write the report into `out`.
+
+    `figures` adds opt-in figures to the "Beyond the paper" section (`retrieval-grid`, drawn from the
+    feature caches under `features_dir`); see `report/beyond.py`.
 
     `tolerance` overrides the per-metric defaults (`DEFAULT_TOLERANCE`); `suite` keeps one suite only.
     Every number comes from a result file; the paper's numbers come only from `reference`.
@@ -188,6 +195,11 @@ def build_report(
         *figures_md,
         "",
     ]
+    beyond_md, beyond_files = beyond_section(  # "Beyond the paper" (report/beyond.py)
+        results_dir, out, suite=suite, figures=figures, features_dir=features_dir
+    )
+    body.append(beyond_md)
+    summary.files.extend(beyond_files)
     body.append(_other_results(measurements))
     text = "\n".join(line for line in head if line is not None) + "\n" + "\n".join(body)
     atomic_write_text(summary.report, text.rstrip() + "\n")
