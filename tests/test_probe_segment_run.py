@@ -73,6 +73,7 @@ def test_fast_mode_learns_well_above_chance_and_writes_the_contract(
     assert config["probe"] == "linear" and config["protocol"] == "study"
     assert config["iters"] == 60 and config["batch_size"] == 4 and config["lr"] == 4e-4
     assert config["crop"] == [64, 64] and config["seed"] == 0 and config["warmup_iters"] == 1
+    assert config["precision"] == "fp32" and config["bias_weight_decay"] is True  # DINO: mmcv default
     assert prov["checkpoint_sha256"] and len(prov["checkpoint_sha256"]) == 64
     assert prov["wall_time_s"] > 0 and prov["peak_rss_mb"] > 0
     assert [h["iteration"] for h in prov["eval_history"]] == [60]

@@ -250,6 +250,7 @@ def run_segment(
             cfg=cfg,
             arch=arch_kw,
             world_size=ctx.world_size,
+            device_type=dev.type,
         )
         _write(
             out_path,
@@ -278,6 +279,7 @@ def result_config(
     cfg: SegTrainConfig,
     arch: dict[str, Any],
     world_size: int,
+    device_type: str,
 ) -> dict[str, Any]:
     """The result's `config`: what was trained, on what, how (everything needed to rerun it)."""
     augmentation = (
@@ -307,6 +309,8 @@ def result_config(
         "aux_head": False,
         "inference": "slide, single scale, no flip",
         "world_size": world_size,
+        # the study trained in fp16 (apex); here bf16 autocast on CUDA, fp32 on CPU
+        "precision": "bf16-autocast" if device_type == "cuda" else "fp32",
         **cfg.as_dict(),
     }
 
