@@ -392,3 +392,17 @@ def test_resolve_data_root_for_segmentation_layouts(tmp_path: Path) -> None:
     # two candidates: ambiguous, the folder comes back as given
     (tmp_path / "lip" / "LIP2" / "img" / "train").mkdir(parents=True)
     assert resolve_data_root("lip", tmp_path / "lip") == tmp_path / "lip"
+
+
+def test_cub_order_follows_part_locs_lines(cub_root: Path) -> None:
+    # the study keeps the order of part_locs.txt: move image 3's lines first, tail before eye
+    path = cub_root / "parts" / "part_locs.txt"
+    lines = path.read_text().splitlines()
+    img3 = [line for line in lines if line.startswith("3 ")]
+    img3 = [img3[13], *img3[:13], img3[14]]  # part 14 (tail) first
+    path.write_text("\n".join(img3 + [line for line in lines if not line.startswith("3 ")]) + "\n")
+    items = part_patches("cub-parts", cub_root, "retrieval")
+    assert [(i.image[-7:], i.part) for i in items] == [
+        ("b_3.jpg", TAIL), ("b_3.jpg", EYE), ("b_1.jpg", WING), ("b_1.jpg", EYE), ("b_1.jpg", TAIL),
+        ("b_2.jpg", LEG),
+    ]  # fmt: skip
