@@ -309,6 +309,8 @@ def test_encoder_is_frozen_and_reports_its_shape() -> None:
     assert not enc.training
     assert (enc.embed_dim, enc.num_blocks, enc.patch_size) == (32, 4, 16)
     assert enc.default_seg_layers == (0, 1, 2, 3)
+    maps = enc.layer_maps(torch.randn(1, 3, 32, 48))  # default layers: default_seg_layers
+    assert [tuple(m.shape) for m in maps] == [(1, 32, 2, 3)] * 4
 
 
 def test_default_seg_layers() -> None:

@@ -181,10 +181,12 @@ class Encoder(nn.Module):
         return outs
 
     @torch.no_grad()
-    def layer_maps(self, images: torch.Tensor, layers: Sequence[int] = (3, 5, 7, 11)) -> list[torch.Tensor]:
+    def layer_maps(self, images: torch.Tensor, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Raw block outputs as [B,D,h,w] maps of the patch tokens (the study's segmentation features).
 
-        Any input size divisible by the patch size; never shuffled (the segmentation code was not)."""
+        `layers` defaults to `default_seg_layers` ((3, 5, 7, 11) at depth 12). Any input size divisible
+        by the patch size; never shuffled (the study's segmentation code did not shuffle)."""
+        layers = self.default_seg_layers if layers is None else layers
         outs, _, (rows, cols) = self._run(images, list(layers), final_norm=False, shuffle=False)
         batch = images.shape[0]
         return [
