@@ -209,3 +209,45 @@ def test_encode_decode_through_slide_equals_a_whole_image_forward(assets: dict[s
             encode_decode(backbone, head), image, 5, (48, 64), (16, 16), out_size=(96, 128)
         )
     torch.testing.assert_close(slid, whole)
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from partbench.probes.segment import run_segment
+ckpt, data, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def hook(iteration):
+    if iteration == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no exception handlers
+
+run_segment("dino", "lip", checkpoint=ckpt, arch="embed_dim=64,depth=4,num_heads=4", data_root=data,
+            iters=6, batch_size=2, crop=32, mode="full", eval_every=0, ckpt_every=2, num_workers=0,
+            runs_dir=Path(out) / "runs", results_dir=Path(out) / "results", progress=False, device="cpu",
+            on_iteration=hook)
+"""
+
+
+@pytest.mark.slow  # three fresh interpreters
+def test_sigkilled_run_resumes_to_the_uninterrupted_head(assets: dict[str, Path], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill_run.py"
+    script.write_text(KILL_SCRIPT)
+
+    def run(out: str, kill_at: int) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, str(script), str(assets["ckpt"]), str(assets["lip"]), str(tmp_path / out)]
+        return subprocess.run([*cmd, str(kill_at)], capture_output=True, text=True, timeout=300)
+
+    assert run("whole", -1).returncode == 0
+    killed = run("killed", 3)
+    assert killed.returncode == -signal.SIGKILL
+    run_dir = tmp_path / "killed" / "runs" / "segment" / "lip" / "dino__linear"
+    assert torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)["iteration"] == 2
+    assert not list(run_dir.glob(".*.tmp"))  # no half-written checkpoint left behind
+    assert run("killed", -1).returncode == 0
+    whole = _head(tmp_path / "whole" / "runs" / "segment" / "lip" / "dino__linear")
+    for key, value in _head(run_dir).items():
+        assert torch.equal(value, whole[key]), key
