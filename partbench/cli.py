@@ -409,6 +409,56 @@ def probe_segment_cmd(
 
 
 # --- section: probe layers (partbench.probes.layers) -----------------------------------------
+from pathlib import Path as _LP  # noqa: E402  (imports of this section stay in it)
+from typing import Annotated as _LA  # noqa: E402
+
+_lo = typer.Option
+
+
+@probe_app.command("layers")
+def probe_layers_cmd(
+    model: _LA[str, _lo("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
+    dataset: _LA[str, _lo("--dataset", help="cub-parts (part and bird-class levels) or coco-parts.")],
+    task: _LA[str, _lo("--task", help="retrieval (AP per block) or classify (linear probe per block).")] = (
+        "retrieval"
+    ),
+    feature: _LA[str, _lo("--feature", help="mean (of patch tokens) or cls, per block.")] = "mean",
+    checkpoint: _LA[str | None, _lo("--checkpoint", help="Checkpoint (default: the registry's).")] = None,
+    arch: _LA[str | None, _lo("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
+    protocol: _LA[str, _lo("--protocol", help="study (the paper's code) or clean.")] = "study",
+    data_root: _LA[_LP | None, _lo("--data-root", help="Data (default $PARTBENCH_HOME/data/D).")] = None,
+    features_dir: _LA[_LP, _lo("--features-dir", help="Cache root (layers.safetensors).")] = _LP("features"),
+    results_dir: _LA[_LP, _lo("--results-dir", help="Result JSON root.")] = _LP("results"),
+    bootstrap: _LA[int, _lo("--bootstrap", help="Bootstrap resamples for ci95 (0: none).")] = 200,
+    epochs: _LA[int, _lo("--epochs", help="classify: epochs of each linear probe (study: 90).")] = 90,
+    seed: _LA[int, _lo("--seed", help="Bootstrap and probe seed.")] = 0,
+    device: _LA[str, _lo("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: _LA[int, _lo("--batch-size", help="Patches per backbone pass.")] = 256,
+    num_workers: _LA[int | None, _lo("--num-workers", help="DataLoader workers.")] = None,
+) -> None:
+    """Part- vs object-level probe on every block (one backbone pass); one result JSON per block."""
+    from partbench.probes.layers import run_layers
+
+    paths = run_layers(
+        model,
+        dataset,
+        task=task,
+        feature=feature,
+        checkpoint=checkpoint,
+        arch=arch,
+        protocol=protocol,
+        data_root=data_root,
+        features_dir=features_dir,
+        results_dir=results_dir,
+        bootstrap=bootstrap,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        epochs=epochs,
+        log=lambda msg: console.print(msg, highlight=False),
+    )
+    typer.echo(f"{len(paths)} results in {paths[0].parent}" if paths else "no results")
 
 
 # --- section: report, run (partbench.report, partbench.pipeline) -----------------------------
@@ -436,6 +486,12 @@ def report_cmd(
         typer.Option("--tolerance", help="Points: '1.5' for every metric, or 'AP=1,top1=1,mIoU=1.5'."),
     ] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="Only this suite's results.")] = None,
+    figures: Annotated[
+        list[str] | None, typer.Option("--figures", help="Opt-in figures: retrieval-grid (needs caches).")
+    ] = None,
+    features_dir: Annotated[Path, typer.Option("--features-dir", help="Caches for --figures.")] = Path(
+        "features"
+    ),
 ) -> None:
     """Tables beside the paper's (Δ, ✓/✗), claims C1–C11 on our numbers, figures, aggregate.csv/json."""
     from partbench.report import build_report
@@ -445,7 +501,9 @@ def report_cmd(
         tol = parse_tolerance(tolerance)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    summary = build_report(results_dir, reference, out, tol, suite=suite)
+    summary = build_report(
+        results_dir, reference, out, tol, suite=suite, figures=figures or (), features_dir=features_dir
+    )
     if summary.smoke:
         console.print("[yellow]smoke results: synthetic data and random weights, not the paper's numbers[/]")
     within = f"{summary.n_within}/{summary.n_compared}"

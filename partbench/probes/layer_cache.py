@@ -113,7 +113,7 @@ def extract_layers(
     from torch.utils.data import DataLoader
 
     from partbench.encoders import load_encoder, parse_arch
-    from partbench.extract_loop import TORCH_DTYPES, resolve_data, resolve_device, resolve_dtype
+    from partbench.extract_loop import resolve_data, resolve_device, resolve_dtype
 
     if batch_size < 1:
         raise PartbenchError(f"--batch-size must be at least 1, got {batch_size}")
@@ -159,7 +159,7 @@ def extract_layers(
         collate_fn=data.collate,
         pin_memory=dev_type == "cuda",
     )
-    amp = TORCH_DTYPES[dt] if dt != "fp32" else None
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dt)  # fp32: no autocast
     n, depth, dim = len(rows), enc.num_blocks, enc.embed_dim
     out = {
         "mean": torch.empty(depth, n, dim),
