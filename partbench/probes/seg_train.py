@@ -296,8 +296,8 @@ def train_head(
     `features_fn` turns inputs into the concatenated feature maps (the frozen backbone in full mode,
     a device transfer in fast mode). Checkpoints every `cfg.ckpt_every` iterations and at the end
     (rank 0), evaluates (`evaluate(head, iteration)`, on every rank) every `cfg.eval_every` and
-    at the end. `on_iteration(i)` runs after
-    iteration `i` (1-based count of finished iterations) is complete and saved: a test hook.
+    at the end. `on_iteration(i)` runs once `i` iterations are complete (and saved, when `i` is a
+    checkpoint iteration): a test hook.
     """
     rank, _ = dist_rank_world()
     warmup = cfg.resolved_warmup_iters
