@@ -16,9 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -44,11 +42,19 @@ class DistContext:
         return shard_index % self.world_size
 
 
+def env_world_size() -> int:
+    """torchrun's `WORLD_SIZE` (1 when not launched by torchrun); cheap, imports nothing."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_from_env(device_type: str) -> DistContext:
     """Join the torchrun process group when `WORLD_SIZE>1` (NCCL on CUDA, gloo on CPU); else rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world_size()
     if world <= 1:
         return DistContext()
+    import torch
+    import torch.distributed as dist
+
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -68,13 +74,28 @@ def device_for(ctx: DistContext, device: str) -> str:
 
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
+        import torch.distributed as dist
+
         dist.barrier()
+
+
+def from_main(ctx: DistContext, value: Any) -> Any:
+    """Rank 0's `value` on every rank (so all ranks take the same branch)."""
+    if not ctx.enabled:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_ok(ctx: DistContext, ok: bool) -> bool:
     """True on every rank only when `ok` is true on every rank (so one failing rank stops them all)."""
     if not ctx.enabled:
         return ok
+    import torch.distributed as dist
+
     flag = [ok]
     gathered: list[list[bool] | None] = [None] * ctx.world_size
     dist.all_gather_object(gathered, flag)
@@ -90,6 +111,8 @@ def gather_shards(
     """
     if not ctx.enabled:
         return
+    import torch.distributed as dist
+
     wanted = [[i for i in range(n_shards) if not valid(i)] if ctx.is_main else None]
     dist.broadcast_object_list(wanted, src=0)
     for i in wanted[0] or []:
@@ -107,6 +130,14 @@ def gather_shards(
                 fh.write(box[0] or b"")
 
 
+def is_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def shutdown(ctx: DistContext) -> None:
+    import torch.distributed as dist
+
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

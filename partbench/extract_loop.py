@@ -6,7 +6,6 @@ path never imports torch.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,10 +20,9 @@ from partbench import __version__
 from partbench import distributed as D
 from partbench import feature_cache as fc
 from partbench.errors import CacheError, PartbenchError
+from partbench.extract_runner import Forward, ShardRunner, one_line_errors, progress_bar
 from partbench.features import patch_transform, transform_name
 from partbench.image_folder import IMAGE_EXTENSIONS, IMAGE_FOLDER_DATASETS
-
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -160,7 +158,7 @@ class Extraction:
         device = resolve_device(self.device)
         device_type = torch.device(device).type
         dtype = resolve_dtype(self.dtype, device_type)
-        owns_group = not torch.distributed.is_initialized()
+        owns_group = not D.is_initialized()
         ctx = D.init_from_env(device_type)
         try:
             device = D.device_for(ctx, device)
@@ -188,7 +186,7 @@ class Extraction:
                 parts["mae_study_batching"] = [self.batch_size, self.shard_size]
             key = fc.cache_key(parts)
             stamps = self._stamps(enc, data)
-            if fc.complete_key(self.cache_dir) == key:
+            if D.from_main(ctx, fc.complete_key(self.cache_dir) == key):
                 if ctx.is_main:
                     fc.atomic_write_json(self.cache_dir / fc.STAMPS_FILE, {**stamps, "cache_key": key})
                 D.barrier(ctx)
@@ -256,7 +254,9 @@ class Extraction:
             files.append(fc.file_stamp(os.path.abspath(ckpt)))
         return {"request": self.request, "files": files}
 
-    def _loader(self, data: ResolvedData, todo: list[int], ranges: list[tuple[int, int]]) -> DataLoader:
+    def _loader(
+        self, data: ResolvedData, todo: list[int], ranges: list[tuple[int, int]], pin: bool
+    ) -> DataLoader:
         parts = [
             _Offset(data.make_dataset(data.items[ranges[i][0] : ranges[i][1]]), ranges[i][0]) for i in todo
         ]
@@ -267,12 +267,14 @@ class Extraction:
         workers = self.num_workers if self.num_workers is not None else min(8, os.cpu_count() or 1)
         return DataLoader(
             dataset,
-            batch_size=max(1, int(self.batch_size / per_image)),
+            # images per loader batch: enough to fill a forward batch, few enough that workers x
+            # prefetch x batch stays a few hundred MB of float patches in shared memory
+            batch_size=max(1, min(32, round(self.batch_size / per_image))),
             shuffle=False,
             num_workers=workers,
             collate_fn=data.collate,
-            pin_memory=torch.cuda.is_available() and self.device != "cpu",
-            prefetch_factor=4 if workers > 0 else None,
+            pin_memory=pin,
+            prefetch_factor=2 if workers > 0 else None,
             persistent_workers=False,
         )
 
@@ -298,9 +300,9 @@ class Extraction:
             if self.on_shard is not None:
                 self.on_shard(i)
 
-        with _progress(self.progress, total, label) as advance:
+        with progress_bar(self.progress, total, label) as advance:
             runner = ShardRunner(forward, ranges, self.shard_size, self.batch_size, write, advance)
-            for x, idx in _one_line_errors(self._loader(data, todo, ranges)):
+            for x, idx in one_line_errors(self._loader(data, todo, ranges, forward.device.type == "cuda")):
                 runner.feed(x, idx)
             runner.close()
 
@@ -317,7 +319,7 @@ class Extraction:
     ) -> None:
         chunks: dict[str, list[torch.Tensor]] = {}
         for i, (start, stop) in enumerate(ranges):
-            shard = fc.read_shard(fc.shard_path(shards_dir, i), key, start, stop)
+            shard = fc.read_shard(fc.shard_path(shards_dir, i), key, start, stop, skip=("tokens",))
             if shard is None:
                 raise CacheError(f"{fc.shard_path(shards_dir, i)}: shard missing or damaged; rerun to resume")
             for name, t in shard.items():
@@ -357,133 +359,3 @@ class Extraction:
             shard = fc.read_shard(fc.shard_path(shards_dir, i), key, start, stop)
             assert shard is not None
             yield shard["tokens"].numpy()
-
-
-class Forward:
-    """The encoder on its device: channels-last on CUDA, autocast in `dtype`, optional `torch.compile`."""
-
-    def __init__(self, enc: Any, device: str, dtype: str, tokens: bool, compile: bool) -> None:
-        self.enc, self.device, self.tokens = enc, torch.device(device), tokens
-        self.amp = TORCH_DTYPES[dtype] if dtype != "fp32" else None
-        self.fn = torch.compile(enc.extract) if compile else enc.extract
-
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":  # channels-last helps the patch-embedding conv on GPUs only
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.amp is not None:
-            with torch.autocast(self.device.type, dtype=self.amp):
-                out = self.fn(x, tokens=self.tokens)
-        else:
-            out = self.fn(x, tokens=self.tokens)
-        result = {k: out[k].float().cpu() for k in fc.FEATURE_NAMES if out.get(k) is not None}
-        if self.tokens:
-            result["tokens"] = out["tokens"].to(torch.float16).cpu()
-        return result
-
-
-def _one_line_errors(loader: DataLoader) -> Iterator[Any]:
-    """Iterate the loader; a `PartbenchError` raised in a worker comes back as its own one line."""
-    try:
-        yield from loader
-    except PartbenchError as exc:
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        if len(lines) > 1:  # DataLoader wraps worker errors with the worker's traceback
-            last = lines[-1]
-            msg = last.split(": ", 1)[1] if last.startswith(("partbench.", type(exc).__name__)) else last
-            raise type(exc)(msg) from None
-        raise
-
-
-class ShardRunner:
-    """Stream patches into batches of `batch_size` that never straddle a shard; write each shard whole.
-
-    The batch composition depends only on the shard's own patches, so a resumed run computes every
-    shard exactly as an uninterrupted run does (bit-identical output).
-    """
-
-    def __init__(
-        self,
-        forward: Forward,
-        ranges: list[tuple[int, int]],
-        shard_size: int,
-        batch_size: int,
-        write: Callable[[int, dict[str, torch.Tensor]], None],
-        advance: Callable[[int], None],
-    ) -> None:
-        self.forward, self.ranges, self.shard_size, self.batch_size = forward, ranges, shard_size, batch_size
-        self.write, self.advance = write, advance
-        self.shard = -1
-        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.n_pending = 0
-        self.out: dict[str, torch.Tensor] = {}
-        self.filled = 0
-
-    def feed(self, x: torch.Tensor, idx: torch.Tensor) -> None:
-        """Take one loader batch (patches in shard order) and run every full batch it completes."""
-        sid = idx // self.shard_size
-        cuts = (torch.nonzero(sid[1:] != sid[:-1]).flatten() + 1).tolist()
-        bounds = [0, *cuts, len(idx)]
-        for a, b in itertools.pairwise(bounds):
-            s = int(sid[a])
-            if s != self.shard:
-                self._finish_shard()
-                self.shard = s
-            self.pending.append((x[a:b], idx[a:b]))
-            self.n_pending += b - a
-            while self.n_pending >= self.batch_size:
-                self._run(self.batch_size)
-
-    def close(self) -> None:
-        self._finish_shard()
-
-    def _run(self, n: int) -> None:
-        xs, ids = zip(*self.pending, strict=True)
-        x, idx = torch.cat(xs), torch.cat(ids)
-        rest = (x[n:], idx[n:])
-        self.pending = [rest] if len(rest[1]) else []
-        self.n_pending = len(rest[1])
-        res = self.forward(x[:n])
-        start, stop = self.ranges[self.shard]
-        local = idx[:n] - start
-        for name, t in res.items():
-            if name not in self.out:
-                self.out[name] = torch.empty((stop - start, *t.shape[1:]), dtype=t.dtype)
-            self.out[name][local] = t
-        self.filled += n
-        self.advance(n)
-
-    def _finish_shard(self) -> None:
-        if self.shard < 0:
-            return
-        if self.n_pending:
-            self._run(self.n_pending)
-        start, stop = self.ranges[self.shard]
-        if self.filled != stop - start:
-            raise PartbenchError(
-                f"patch loader gave {self.filled} patches for the {stop - start} items of a shard"
-            )
-        self.write(self.shard, self.out)
-        self.shard, self.out, self.filled = -1, {}, 0
-
-
-class _progress:
-    """A rich progress bar, or nothing when quiet."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)

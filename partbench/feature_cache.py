@@ -183,8 +183,10 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], key: str, start: i
         fh.write(data)
 
 
-def read_shard(path: Path, key: str, start: int, stop: int) -> dict[str, torch.Tensor] | None:
-    """The shard's tensors, or None when it is missing, unreadable or from another key/range."""
+def read_shard(
+    path: Path, key: str, start: int, stop: int, skip: Sequence[str] = ()
+) -> dict[str, torch.Tensor] | None:
+    """The shard's tensors (less `skip`), or None when it is missing, unreadable or of another key/range."""
     from safetensors import safe_open
 
     try:
@@ -192,7 +194,7 @@ def read_shard(path: Path, key: str, start: int, stop: int) -> dict[str, torch.T
             meta = fh.metadata() or {}
             if meta != {"cache_key": key, "start": str(start), "stop": str(stop)}:
                 return None
-            return {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+            return {name: fh.get_tensor(name) for name in fh.keys() if name not in skip}  # noqa: SIM118
     except Exception:  # a truncated or foreign file is simply recomputed
         return None
 

@@ -15,11 +15,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from partbench import __version__
+from partbench.distributed import env_world_size
 from partbench.errors import CacheError, PartbenchError
 from partbench.feature_cache import (
     FeatureSet,
@@ -80,7 +81,6 @@ class ExtractOutcome:
     shards_reused: int = 0
     cache_key: str = ""
     rank: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def extract_features(
@@ -211,7 +211,9 @@ def run_extract(
         dtype=dtype,
         tokens=tokens,
     )
-    key = stamps_match(cache_dir, request)
+    # Under torchrun the ranks decide together (rank 0's view) past the fast path: a rank that
+    # returned alone would leave the others waiting at the rendezvous.
+    key = stamps_match(cache_dir, request) if env_world_size() <= 1 else None
     if key is not None:
         return ExtractOutcome(cache_dir=cache_dir, status="cached", cache_key=key)
     _check_writable(cache_dir)

@@ -9,7 +9,7 @@ import torch
 
 from partbench import feature_cache as fc
 from partbench.errors import CacheError
-from partbench.extract_loop import ShardRunner
+from partbench.extract_runner import ShardRunner
 from partbench.features import cache_dir_for, canonical_arch_text, shard_ranges
 
 
