@@ -228,8 +228,9 @@ def finalise(
     import numpy as np
     from safetensors.torch import save
 
+    for stale in cache_dir.parent.glob(f".{cache_dir.name}.tmp-{key[:20]}-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{key[:20]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:
