@@ -201,3 +201,20 @@ def test_bad_options_are_one_line_errors(cub: Path, ckpt: Path, tmp_path: Path) 
     with pytest.raises(Exception, match="--batch-size must be at least 1"):
         _run(cub, ckpt, tmp_path, batch_size=0)
     assert extract_features  # the public name exists beside run_extract
+
+
+def test_coco_items_keep_ann_ids_and_workers_do_not_change_a_bit(
+    cub: Path, ckpt: Path, tmp_path: Path
+) -> None:
+    coco = cub.parent / "coco-parts"
+    common = {"checkpoint": ckpt, "arch": ARCH, "data_root": coco, "device": "cpu", "progress": False}
+    common["batch_size"] = 16
+    a = run_extract("dino", "coco-parts", "val", features_dir=tmp_path / "w0", num_workers=0, **common)
+    b = run_extract("dino", "coco-parts", "val", features_dir=tmp_path / "w2", num_workers=2, **common)
+    fa, fb = load_features(a.cache_dir), load_features(b.cache_dir)
+    items = part_patches("coco-parts", coco, split="val")
+    assert fa.items["ann_id"].tolist() == [it.ann_id for it in items] and items[0].ann_id is not None
+    assert torch.equal(fa.embedding, fb.embedding) and torch.equal(fa.cls_token, fb.cls_token)
+    assert (a.cache_dir / "features.safetensors").read_bytes() == (
+        b.cache_dir / "features.safetensors"
+    ).read_bytes()
