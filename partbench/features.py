@@ -64,6 +64,11 @@ def transform_name(dataset: str, split: str) -> str:
     return PATCH_TRANSFORMS[patch_transform(split)]
 
 
+def default_shard_size(tokens: bool) -> int:
+    """Items per shard: token grids are large, so shards with tokens are smaller."""
+    return DEFAULT_TOKEN_SHARD_SIZE if tokens else DEFAULT_SHARD_SIZE
+
+
 def default_split(dataset: str) -> str:
     """`val` for the image-folder sets, `retrieval` for the part sets."""
     return "val" if dataset in IMAGE_FOLDER_DATASETS else "retrieval"
@@ -198,6 +203,10 @@ def run_extract(
         raise PartbenchError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if batch_size < 1:
         raise PartbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if shard_size is not None and shard_size < 1:
+        raise PartbenchError(f"--shard-size must be at least 1, got {shard_size}")
+    if str(protocol) not in ("study", "clean"):
+        raise PartbenchError(f"--protocol must be 'study' or 'clean', got {protocol!r}")
     cache_dir = cache_dir_for(features_dir, model, dataset, split)
     request = fast_request(
         model,
@@ -236,7 +245,7 @@ def run_extract(
         tokens=tokens,
         compile=compile,
         progress=progress and sys.stderr.isatty(),
-        shard_size=shard_size or (DEFAULT_TOKEN_SHARD_SIZE if tokens else DEFAULT_SHARD_SIZE),
+        shard_size=shard_size if shard_size is not None else default_shard_size(tokens),
         on_shard=on_shard,
         request=request,
     )

@@ -200,6 +200,10 @@ def test_bad_options_are_one_line_errors(cub: Path, ckpt: Path, tmp_path: Path) 
         _run(cub, ckpt, tmp_path, dtype="int8")
     with pytest.raises(Exception, match="--batch-size must be at least 1"):
         _run(cub, ckpt, tmp_path, batch_size=0)
+    with pytest.raises(Exception, match="--protocol must be 'study' or 'clean'"):
+        _run(cub, ckpt, tmp_path, protocol="paper")
+    with pytest.raises(Exception, match="--shard-size must be at least 1"):
+        _run(cub, ckpt, tmp_path, shard_size=0)
     assert extract_features  # the public name exists beside run_extract
 
 
