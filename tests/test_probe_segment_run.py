@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,21 @@ from partbench.probes.seg_train import CHECKPOINT_NAME
 from partbench.probes.segment import run_segment
 
 ARCH = "embed_dim=64,depth=4,num_heads=4"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is many times faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _env_one_thread() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +177,7 @@ run_segment("dino", "lip", checkpoint=ckpt, arch="embed_dim=64,depth=4,num_heads
 """
 
 
-@pytest.mark.slow  # two torchrun processes on gloo: ~40-50 s each on 2 cores
+@pytest.mark.slow  # three fresh interpreters (one + two torchrun ranks on gloo)
 @pytest.mark.parametrize("mode", ["fast", "full"])
 def test_torchrun_two_processes_match_one_process(assets: dict[str, Path], tmp_path: Path, mode: str) -> None:
     import subprocess
@@ -170,14 +186,12 @@ def test_torchrun_two_processes_match_one_process(assets: dict[str, Path], tmp_p
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)
     common = [str(assets["ckpt"]), str(assets["lip"])]
-    one = subprocess.run([sys.executable, str(script), *common, str(tmp_path / "one"), mode],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    one_cmd = [sys.executable, str(script), *common, str(tmp_path / "one"), mode]
+    two_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(script), *common, str(tmp_path / "two"), mode]  # fmt: skip
+    one = subprocess.run(one_cmd, capture_output=True, text=True, timeout=300, env=_env_one_thread())
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(script), *common, str(tmp_path / "two"), mode],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    two = subprocess.run(two_cmd, capture_output=True, text=True, timeout=300, env=_env_one_thread())
     assert two.returncode == 0, two.stderr[-2000:]
     variant = "linear-fast" if mode == "fast" else "linear"
     heads = [_head(tmp_path / n / "runs" / "segment" / "lip" / f"dino__{variant}") for n in ("one", "two")]
@@ -239,7 +253,9 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_head(assets: dict[str, Path]
 
     def run(out: str, kill_at: int) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, str(script), str(assets["ckpt"]), str(assets["lip"]), str(tmp_path / out)]
-        return subprocess.run([*cmd, str(kill_at)], capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [*cmd, str(kill_at)], capture_output=True, text=True, timeout=300, env=_env_one_thread()
+        )
 
     assert run("whole", -1).returncode == 0
     killed = run("killed", 3)
