@@ -271,8 +271,11 @@ def make_optimizer(head: nn.Module, cfg: SegTrainConfig) -> torch.optim.AdamW:
 
 
 def segmentation_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
-    """Cross-entropy of logits upsampled to the label size, averaged over all pixels (mmseg v0.x)."""
-    logits = upsample_logits(logits, tuple(labels.shape[-2:])).float()
+    """Cross-entropy of logits upsampled to the label size, averaged over all pixels (mmseg v0.x).
+
+    Logits are cast to float32 before the upsampling, as mmseg's `@force_fp32` on `losses` does.
+    """
+    logits = upsample_logits(logits.float(), tuple(labels.shape[-2:]))
     loss = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
     return loss / labels.numel()
 
