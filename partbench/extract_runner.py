@@ -29,8 +29,13 @@ class Forward:
         self.amp = TORCH_DTYPES[dtype] if dtype != "fp32" else None
         self.fn = torch.compile(enc.extract) if compile else enc.extract
 
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """Start the copy of a (pinned) loader batch at once; re-batching then happens on the device."""
+        return x.to(self.device, non_blocking=True)
+
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of one batch, left on the device (fp32; tokens fp16)."""
         x = x.to(self.device, non_blocking=True)
         if self.device.type == "cuda":  # channels-last helps the patch-embedding conv on GPUs only
             x = x.contiguous(memory_format=torch.channels_last)
@@ -39,9 +44,9 @@ class Forward:
                 out = self.fn(x, tokens=self.tokens)
         else:
             out = self.fn(x, tokens=self.tokens)
-        result = {k: out[k].float().cpu() for k in FEATURE_NAMES if out.get(k) is not None}
+        result = {k: out[k].float() for k in FEATURE_NAMES if out.get(k) is not None}
         if self.tokens:
-            result["tokens"] = out["tokens"].to(torch.float16).cpu()
+            result["tokens"] = out["tokens"].to(torch.float16)
         return result
 
 
@@ -84,6 +89,7 @@ class ShardRunner:
 
     def feed(self, x: torch.Tensor, idx: torch.Tensor) -> None:
         """Take one loader batch (patches in shard order) and run every full batch it completes."""
+        x = self.forward.to_device(x)
         sid = idx // self.shard_size
         cuts = (torch.nonzero(sid[1:] != sid[:-1]).flatten() + 1).tolist()
         bounds = [0, *cuts, len(idx)]
@@ -108,10 +114,12 @@ class ShardRunner:
         self.n_pending = len(rest[1])
         res = self.forward(x[:n])
         start, stop = self.ranges[self.shard]
-        local = idx[:n] - start
+        local = None
         for name, t in res.items():
-            if name not in self.out:
-                self.out[name] = torch.empty((stop - start, *t.shape[1:]), dtype=t.dtype)
+            if local is None:
+                local = (idx[:n] - start).to(t.device)
+            if name not in self.out:  # the shard's rows stay on the device until it is written
+                self.out[name] = torch.empty((stop - start, *t.shape[1:]), dtype=t.dtype, device=t.device)
             self.out[name][local] = t
         self.filled += n
         self.advance(n)
@@ -126,7 +134,7 @@ class ShardRunner:
             raise PartbenchError(
                 f"patch loader gave {self.filled} patches for the {stop - start} items of a shard"
             )
-        self.write(self.shard, self.out)
+        self.write(self.shard, {name: t.cpu() for name, t in self.out.items()})
         self.shard, self.out, self.filled = -1, {}, 0
 
 
