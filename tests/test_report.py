@@ -122,6 +122,12 @@ def test_bad_reference_files_name_file_and_line(tmp_path):
             "aAcc",
             Column("segmentation", "lip-19", "layers_4_6_8_12", "linear", "aAcc"),
         ),
+        # a depth-4 test encoder's default blocks stand in for ViT-B's 4/6/8/12
+        (
+            {"task": "segment", "dataset": "pascal-object", "feature": "layers_1_2_3_4", "probe": "linear"},
+            "mIoU",
+            Column("segmentation", "pascal-object-16", "layers_4_6_8_12", "linear", "mIoU"),
+        ),
         # no paper column: linear probe on patch tokens, unknown data set, the layers sweep
         (
             {"task": "classify", "dataset": "cub-parts", "feature": "embedding", "probe": "linear"},
@@ -421,3 +427,25 @@ def test_paper_regression_asserts_when_a_real_result_is_present(tmp_path):
         check(mae, reproduced)
     with pytest.raises(pytest.skip.Exception, match="no real result for DINO"):
         check(cell, {})
+
+
+def test_fast_mode_segmentation_gets_its_own_protocol_label(tmp_path):
+    r = tmp_path / "results"
+    put(r, "segment", "lip", "cae", "layers_4_6_8_12", "linear", {"mIoU": 43.5}, variant="linear")
+    path = result_path(r, "segment", "lip", "cae", "linear-fast")
+    cfg = dict(
+        task="segment",
+        dataset="lip",
+        model="cae",
+        feature="layers_4_6_8_12",
+        probe="linear",
+        protocol="study",
+        suite="paper",
+        mode="fast",
+    )
+    write_result(path, {"mIoU": 40.0}, cfg, {"created": "2026-01-02T00:00:00+00:00"})
+    build_report(r, PROJECT_CSV, tmp_path / "out")
+    t4 = (tmp_path / "out" / "table4.md").read_text()
+    assert "| CAE | study | paper | — (paper 43.7) | — (paper 55.1) | — (paper 75.9) |" not in t4
+    assert "| CAE | study | paper |" in t4 and "43.5 (paper 43.7, Δ −0.2) ✓" in t4
+    assert "| CAE | study/fast | paper |" in t4 and "40.0 (paper 43.7, Δ −3.7) ✗" in t4
