@@ -287,3 +287,10 @@ def test_missing_bird_classes_named(data: dict[str, Path], ckpt: Path, tmp_path:
     (cub / "image_class_labels.txt").write_text("1 x\n")
     with pytest.raises(DatasetError, match=r"image_class_labels.txt:1: expected"):
         _extract({"cub-parts": cub}, ckpt, tmp_path / "f")
+
+
+def test_unwritable_cache_folder_is_one_line(data: dict[str, Path], ckpt: Path, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("a file where the cache folder should go")
+    with pytest.raises(CacheError, match="cannot write the per-block cache"):
+        _extract(data, ckpt, tmp_path / "f", batch_size=512)
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]  # nothing half-written

@@ -21,6 +21,7 @@ other part sets have none (COCO keypoints are all on persons).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -149,10 +150,11 @@ def extract_layers(
         return cache_dir
 
     obj = object_labels_for(dataset, data.root, data.items)
-    per_image = max(1.0, len(data.items) / max(1, len(data.make_dataset(data.items))))
+    patches = data.make_dataset(data.items)
+    per_image = max(1.0, len(data.items) / max(1, len(patches)))  # type: ignore[arg-type]
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
     loader = DataLoader(
-        data.make_dataset(data.items),
+        patches,
         batch_size=max(1, int(batch_size / per_image)),
         shuffle=False,
         num_workers=workers,
@@ -205,14 +207,17 @@ def _write(
     cache_dir: Path, key: str, parts: dict[str, Any], rows: list, out: dict[str, torch.Tensor], images: str
 ) -> None:
     """safetensors and items first, the manifest last (its key = the safetensors key = complete)."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
+    tmp = cache_dir / f".{LAYERS_FILE}.tmp-{os.getpid()}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         (cache_dir / LAYERS_MANIFEST).unlink(missing_ok=True)
-        blob = save({k: v.contiguous() for k, v in out.items()}, metadata={"cache_key": key})
-        with atomic_write(cache_dir / LAYERS_FILE) as fh:
-            fh.write(blob)
+        # straight to a temp file (no in-memory copy of the [L,N,D] arrays), fsync, rename
+        save_file({k: v.contiguous() for k, v in out.items()}, str(tmp), metadata={"cache_key": key})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, cache_dir / LAYERS_FILE)
         with atomic_write(cache_dir / LAYERS_ITEMS_FILE) as fh:
             fh.write(fc.items_csv_bytes(rows))
         manifest = {
@@ -227,6 +232,9 @@ def _write(
         atomic_write_json(cache_dir / LAYERS_MANIFEST, manifest)
     except OSError as exc:
         raise CacheError(f"{cache_dir}: cannot write the per-block cache ({exc.strerror or exc})") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _complete_key(cache_dir: Path) -> str | None:
