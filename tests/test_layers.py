@@ -258,11 +258,12 @@ def test_cli_probe_layers(data: dict[str, Path], ckpt: Path, tmp_path: Path) -> 
         ({"task": "segment"}, "not available"),
         ({"task": "detect"}, "--task must be one of"),
         ({"feature": "tokens"}, "--feature must be one of"),
+        ({"dataset": "ade20k-part"}, "--dataset must be a part data set"),
     ],
 )
 def test_bad_options(tmp_path: Path, kw: dict, message: str) -> None:
     with pytest.raises(PartbenchError, match=message):
-        run_layers("dino", "cub-parts", results_dir=tmp_path, **kw)
+        run_layers("dino", kw.pop("dataset", "cub-parts"), results_dir=tmp_path, **kw)
 
 
 def test_bad_data_and_caches(data: dict[str, Path], ckpt: Path, built, tmp_path: Path) -> None:

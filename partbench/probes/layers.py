@@ -103,6 +103,11 @@ def run_layers(
         )
     if task not in TASKS:
         raise PartbenchError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    from partbench.datasets import PART_DATASETS
+
+    if dataset not in PART_DATASETS:
+        known = ", ".join(PART_DATASETS)
+        raise PartbenchError(f"--dataset must be a part data set ({known}), got {dataset!r}")
     if feature not in FEATURES:
         raise PartbenchError(f"--feature must be one of {', '.join(FEATURES)}, got {feature!r}")
     proto = as_protocol(protocol)
