@@ -9,7 +9,8 @@ Measured (patches per second):
 1. data pipeline, naive: for every patch, decode the full image, crop, resize, ToTensor+Normalize
    one patch at a time (batch 1, no workers);
 2. data pipeline, partbench: `PatchImageDataset` (one decode per image, all its parts) in a
-   DataLoader with workers, `collate_patch_groups`;
+   DataLoader with workers, `collate_patch_groups` (and once without workers, to show the
+   decode-once gain alone);
 3. extraction, naive: (1) followed by `enc.extract` on each patch alone;
 4. extraction, partbench: `extract_features` into a fresh cache (shards, finalisation included);
 5. a repeated `partbench extract` on the complete cache (whole command, wall clock).
@@ -110,6 +111,9 @@ def main() -> None:
         )
         t_ours_data, got = timed(lambda: sum(x.shape[0] for x, _ in loader))
         assert got == n
+        dataset = PatchImageDataset(items, images_dir)
+        single = DataLoader(dataset, batch_size=1, collate_fn=collate_patch_groups)
+        t_ours_data0, _ = timed(lambda: sum(x.shape[0] for x, _ in single))  # decode-once gain alone
 
         # 3-4: the whole extraction
         enc = load_encoder("dino", checkpoint=ckpt, **arch).to(args.device)
@@ -139,6 +143,7 @@ def main() -> None:
             walls.append(t)
 
     rows = [
+        ("data, no workers", n / t_naive_data, n / t_ours_data0),
         ("data pipeline", n / t_naive_data, n / t_ours_data),
         ("whole extraction", n / t_naive_ext, n / t_ours_ext),
     ]
