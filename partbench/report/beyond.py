@@ -141,25 +141,28 @@ def layer_curve_figure(curves: Curves, path: Path, title: str = "") -> Path:
                     linewidth=0,
                 )
             tail = [p for p in pts if p.stage != "block"]
+            nudge = 0.08 * (i - (len(models) - 1) / 2)  # side by side, so the intervals stay visible
             if blocks and tail:  # dotted continuation to the final-norm and projector points
                 seq = [blocks[-1], *tail]
-                ax.plot([_x(p, extra) for p in seq], [p.values[level] for p in seq], ":", color=colour)
+                xs_tail = [_x(p, extra) + (nudge if p.stage != "block" else 0.0) for p in seq]
+                ax.plot(xs_tail, [p.values[level] for p in seq], ":", color=colour)
             for p in tail:
-                marker = "s" if p.stage == "norm" else "*"
-                ax.plot(_x(p, extra), p.values[level], marker, color=colour, ms=7 if marker == "s" else 12)
+                marker, size = ("s", 7) if p.stage == "norm" else ("*", 12)
+                ax.plot(_x(p, extra) + nudge, p.values[level], marker, color=colour, ms=size)
                 if level in p.ci:
                     lo, hi = p.ci[level]
-                    ax.vlines(_x(p, extra), lo, hi, color=colour, alpha=0.5)
+                    ax.vlines(_x(p, extra) + nudge, lo, hi, color=colour, alpha=0.6)
         ax.set_xticks(
             [*range(1, depth + 1), depth + 1, depth + 2], [*map(str, range(1, depth + 1)), "norm", "proj"]
         )
         ax.set_xlim(0.5, depth + 2.5)
         ax.axvline(depth + 0.5, color="0.7", lw=0.8)
-        ax.set_xlabel("block (1 = first; norm = last block + final LayerNorm; proj = projector output)")
         ax.set_title(f"{level}-level ({'part label' if level == 'part' else 'object class of the image'})")
         ax.set_ylabel(f"{level}-level {METRIC_LABEL[curves.metric]}")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(title="encoder", fontsize=8, loc="best")
+    fig.supxlabel("block (1 = first; norm = last block + final LayerNorm; proj = projector output)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="encoder", fontsize=9, loc="outside right upper")
     band = (
         "shaded: bootstrap 95% interval"
         if any(p.ci for pts in curves.by_model.values() for p in pts)
