@@ -312,8 +312,8 @@ def run_suite(
         outputs = fn()
         summary.steps.append(Step(stage, model, dataset, time.perf_counter() - t0, outputs))
         if log:
-            where = " ".join(x for x in (model, dataset) if x)
-            log(f"{stage} {where}: {time.perf_counter() - t0:.1f} s")
+            where = "".join(f" {x}" for x in (model, dataset) if x)
+            log(f"{stage}{where}: {time.perf_counter() - t0:.1f} s")
 
     for stage in chosen_stages:
         if stage == "prepare":
