@@ -157,7 +157,10 @@ def layer_curve_figure(curves: Curves, path: Path, title: str = "") -> Path:
         )
         ax.set_xlim(0.5, depth + 2.5)
         ax.axvline(depth + 0.5, color="0.7", lw=0.8)
-        ax.set_title(f"{level}-level ({'part label' if level == 'part' else 'object class of the image'})")
+        what = "part label" if level == "part" else "object class of the image"
+        if levels == ["part"]:
+            what += "; no object classes in this data set"
+        ax.set_title(f"{level}-level ({what})")
         ax.set_ylabel(f"{level}-level {METRIC_LABEL[curves.metric]}")
         ax.grid(alpha=0.3)
     fig.supxlabel("block (1 = first; norm = last block + final LayerNorm; proj = projector output)")
@@ -204,9 +207,10 @@ def layer_facts(curves: Curves) -> str:
             parts.append(text)
         if parts:
             sentences.append(f"**{display_model(model)}**: " + "; ".join(parts) + ".")
+    where = next(iter(curves.by_model.values()))[0].path.parent.as_posix()
     head = (
         f"Computed from {sum(len(p) for p in curves.by_model.values())} result files "
-        f"(`results/layers/{curves.dataset}/`, {curves.task}, {curves.feature} feature, protocol "
+        f"(`{where}/`, {curves.task}, {curves.feature} feature, protocol "
         f"{curves.protocol}, suite {curves.suite}). "
     )
     return head + " ".join(sentences)
