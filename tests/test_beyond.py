@@ -24,15 +24,8 @@ from partbench.datasets.synth import write_part_sets
 from partbench.errors import PartbenchError
 from partbench.probes.results import result_path, write_result
 from partbench.report import build_report
-from partbench.report.beyond import (
-    GRID_CELL,
-    GRID_DPI,
-    GRID_LABEL_W,
-    GRID_TITLE_H,
-    beyond_section,
-    layer_facts,
-    load_layer_curves,
-)
+from partbench.report.beyond import beyond_section, layer_facts, load_layer_curves
+from partbench.report.retrieval_grid import GRID_CELL, GRID_DPI, GRID_LABEL_W, GRID_TITLE_H
 
 pytestmark = pytest.mark.timeout(120)
 
