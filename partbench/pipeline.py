@@ -65,6 +65,7 @@ class Step:
     dataset: str | None
     seconds: float
     outputs: list[Path] = field(default_factory=list)
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -308,12 +309,13 @@ def run_suite(
     seg_sets = [d for d in chosen_sets if d in SEG_DATASETS]
 
     def step(stage: str, model: str | None, dataset: str | None, fn: Callable[[], list[Path]]) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outputs = fn()
-        summary.steps.append(Step(stage, model, dataset, time.perf_counter() - t0, outputs))
+        done = Step(stage, model, dataset, time.perf_counter() - t0, outputs, time.process_time() - c0)
+        summary.steps.append(done)
         if log:
             where = "".join(f" {x}" for x in (model, dataset) if x)
-            log(f"{stage}{where}: {time.perf_counter() - t0:.1f} s")
+            log(f"{stage}{where}: {done.seconds:.1f} s ({done.cpu_seconds:.1f} s CPU)")
 
     for stage in chosen_stages:
         if stage == "prepare":
