@@ -63,11 +63,26 @@ def average_precision(scores: torch.Tensor, positives: torch.Tensor) -> torch.Te
     return torch.where(n_pos > 0, summed / n_pos.clamp_min(1), torch.zeros_like(summed))
 
 
-def _sort_rows(x: torch.Tensor) -> torch.Tensor:
+def _sort_rows(x: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
     """Each row sorted ascending (values only); numpy's vectorised sort on CPU is ~10x torch's."""
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" if use_numpy is None else use_numpy:
         return torch.from_numpy(np.sort(x.numpy(), axis=1))
     return torch.sort(x, dim=1).values
+
+
+def _first_of_ties(x: torch.Tensor, use_numpy: bool | None = None) -> torch.Tensor:
+    """For rows sorted ascending: the index of the first element equal to each element (int64)."""
+    q, p = x.shape
+    if x.device.type == "cpu" if use_numpy is None else use_numpy:  # numpy's running max: ~6x cummax
+        a = x.numpy()
+        starts = np.ones((q, p), dtype=bool)
+        starts[:, 1:] = a[:, 1:] != a[:, :-1]
+        first = np.where(starts, np.arange(p, dtype=np.int64), 0)
+        return torch.from_numpy(np.maximum.accumulate(first, axis=1))
+    starts = torch.ones((q, p), dtype=torch.bool, device=x.device)
+    starts[:, 1:] = x[:, 1:] != x[:, :-1]
+    first = torch.where(starts, torch.arange(p, device=x.device), 0)
+    return first.cummax(dim=1).values
 
 
 def _ap_from_sorted(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -77,10 +92,7 @@ def _ap_from_sorted(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     together), so AP = mean over positives of  #pos(>= s) / (#pos(>= s) + #neg(>= s)).
     """
     p, m = pos.shape[1], neg.shape[1]
-    if bool((pos[:, 1:] != pos[:, :-1]).all()):  # no tied positives: the j-th smallest has p - j above
-        pos_ge = torch.arange(p, 0, -1, device=pos.device).expand(pos.shape[0], p)
-    else:
-        pos_ge = p - torch.searchsorted(pos, pos, side="left")
+    pos_ge = p - _first_of_ties(pos)
     neg_ge = m - torch.searchsorted(neg, pos, side="left") if m else torch.zeros_like(pos_ge)
     return (pos_ge.to(torch.float64) / (pos_ge + neg_ge).to(torch.float64)).mean(dim=1)
 

@@ -250,3 +250,13 @@ def test_retrieval_single_class_database():
     feats = np.random.default_rng(2).normal(size=(6, 4))
     assert retrieval_ap(feats, np.zeros(6, dtype=int), "study").ap == pytest.approx(1.0)
     assert retrieval_ap(feats, np.zeros(6, dtype=int), "clean").ap == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])  # False: the torch code path CUDA tensors take
+def test_sorted_row_helpers_both_paths(use_numpy):
+    from partbench.metrics import _first_of_ties, _sort_rows
+
+    x = torch.tensor([[2.0, 0.0, 3.0, 2.0, 0.0, 2.0, 1.0], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0]])
+    srt = _sort_rows(x, use_numpy=use_numpy)
+    assert srt.tolist() == [[0, 0, 1, 2, 2, 2, 3], [-1, 0, 1, 2, 3, 4, 5]]
+    assert _first_of_ties(srt, use_numpy=use_numpy).tolist() == [[0, 0, 2, 3, 3, 3, 6], list(range(7))]
