@@ -207,10 +207,14 @@ def test_cli_probe_classify(tmp_path: Path):
         "16",
         "--device",
         "cpu",
+        "--bootstrap",
+        "100",
     ]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert "mae__linear.json: top1" in out.output
+    m = json.loads((tmp_path / "r/classify/cub-parts/mae__linear.json").read_text())["metrics"]
+    assert m["ci95"]["top1"][0] <= m["top1"] <= m["ci95"]["top1"][1]
     assert (
         json.loads((tmp_path / "r/classify/cub-parts/mae__linear.json").read_text())["config"]["epochs"] == 3
     )

@@ -28,7 +28,7 @@ from torch import nn
 from partbench.config import Protocol, as_protocol
 from partbench.errors import CacheError
 from partbench.feature_cache import FeatureSet, cache_dir_for, load_features
-from partbench.metrics import top1_accuracy
+from partbench.metrics import bootstrap_ci, top1_accuracy
 from partbench.probes.heads import AttentiveHead, LinearHead, default_num_heads
 from partbench.probes.results import measure_run, provenance, result_path, write_result
 from partbench.probes.retrieval import cache_protocol, manifest_value, resolve_device
@@ -102,11 +102,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iter
 
 
 @torch.no_grad()
-def evaluate(head: nn.Module, source: Any, labels: torch.Tensor, batch_size: int) -> float:
-    """Top-1 of `head` over every row of `source`, in order, in batches of `batch_size`."""
+def evaluate(head: nn.Module, source: Any, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Predicted class of `head` for every row of `source`, in order, in batches of `batch_size`."""
     head.eval()
-    logits = torch.cat([head(source.batch(idx)) for idx in _batches(len(source), batch_size, None)])
-    return top1_accuracy(logits, labels.to(logits.device))
+    return torch.cat([head(source.batch(idx)).argmax(1) for idx in _batches(len(source), batch_size, None)])
 
 
 def run_classify(
@@ -124,13 +123,15 @@ def run_classify(
     protocol: str | None = None,
     num_heads: int | None = None,
     resident_bytes: int | None = None,
+    bootstrap: int = 0,
     suite: str = "custom",
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> Path:
     """Train a `linear` or `attentive` head on the `train` cache, evaluate on `val`; write one result.
 
     `lr=None`: base lr × batch_size / 256; a given `lr` is used as is. `protocol=None` takes the
-    cache's. `on_epoch(epoch, last_loss, val_top1)` is called after each epoch (progress bars).
+    cache's. `bootstrap=N` adds a 95% interval of the last epoch's top-1 from N resamples of the val
+    items. `on_epoch(epoch, last_loss, val_top1)` is called after each epoch (progress bars).
     """
     if head not in HEADS:
         raise CacheError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -167,7 +168,7 @@ def run_classify(
         opt = torch.optim.SGD(net.parameters(), lr=scaled_lr, momentum=0.9, weight_decay=0.0)
         loss_fn = nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(seed)
-        y_train = train_fs.labels.to(dev)
+        y_train, y_val = train_fs.labels.to(dev), val_fs.labels.to(dev)
         eval_bs = STUDY_EVAL_BATCH if head == "attentive" and proto is Protocol.STUDY else 4096
         curve: list[float] = []
         loss = torch.zeros(())
@@ -182,15 +183,19 @@ def run_classify(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            curve.append(evaluate(net, val_src, val_fs.labels, eval_bs))
+            pred = evaluate(net, val_src, val_fs.labels, eval_bs)
+            curve.append(top1_accuracy(pred, y_val))
             if on_epoch:
                 on_epoch(epoch + 1, float(loss.detach()), curve[-1])
     best_epoch = int(np.argmax(curve))
-    metrics = {
+    metrics: dict[str, Any] = {
         "top1": 100.0 * curve[-1],
         "top1_best": 100.0 * curve[best_epoch],
         "top1_per_epoch": [round(100.0 * a, 4) for a in curve],
     }
+    if bootstrap > 0:  # resample the val items' last-epoch correctness
+        correct = (pred == y_val).double().cpu().numpy()
+        metrics["ci95"] = {"top1": [100.0 * v for v in bootstrap_ci(correct, n=bootstrap, seed=seed)]}
     config = {
         "task": "classify",
         "dataset": dataset,
@@ -207,6 +212,7 @@ def run_classify(
         "schedule": "cosine per epoch, no warmup",
         "optimizer": "SGD momentum 0.9, weight decay 0",
         "seed": seed,
+        "bootstrap": bootstrap,
         "num_classes": num_classes,
         "n_train": len(train_fs),
         "n_val": len(val_fs),
