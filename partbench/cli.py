@@ -307,6 +307,7 @@ def probe_classify_cmd(
     protocol: _RCAnn[
         str | None, _rc("--protocol", help="study (BN batch stats at eval) or clean (default: the cache's).")
     ] = None,
+    bootstrap: _RCAnn[int, _rc("--bootstrap", help="Bootstrap resamples of the val items for ci95.")] = 0,
     device: _RCAnn[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Part classification: train a linear or attentive head on cached train features, top-1 on val."""
@@ -336,6 +337,7 @@ def probe_classify_cmd(
             seed=seed,
             device=device,
             protocol=protocol,
+            bootstrap=bootstrap,
             on_epoch=_advance,
         )
     m = _json.loads(path.read_text())["metrics"]
