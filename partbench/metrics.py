@@ -347,7 +347,9 @@ def mean_iou(
 
     `pred`, `label`: arrays or tensors of any (equal) shape, or lists of per-image maps. Classes
     absent from the label get NaN acc; absent from both get NaN IoU; `miou`/`macc` are nanmeans
-    over classes (mmseg's `np.nanmean`), so such classes do not count.
+    over classes (mmseg's `np.nanmean`), so such classes do not count. A value outside
+    0..num_classes-1 in `pred`, or in `label` where it is not `ignore_index`, raises
+    `MetricInputError` (mmseg's `histc` would drop it silently).
     """
     cm = ConfusionMatrix(num_classes, ignore_index=ignore_index, reduce_zero_label=reduce_zero_label)
     if isinstance(pred, list | tuple) or isinstance(label, list | tuple):

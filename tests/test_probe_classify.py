@@ -218,3 +218,20 @@ def test_cli_probe_classify(tmp_path: Path):
     assert (
         json.loads((tmp_path / "r/classify/cub-parts/mae__linear.json").read_text())["config"]["epochs"] == 3
     )
+
+
+def test_study_eval_joins_a_trailing_single_item(tmp_path: Path):
+    # 257 val items: the study's val batches of 256 would leave one item alone, and batch-statistic
+    # normalisation of a single item is undefined; it is evaluated together with the batch before.
+    _part_caches(tmp_path / "f", tokens=True, n_train=16, n_val=257)
+    path = run_classify(
+        "mae",
+        "cub-parts",
+        head="attentive",
+        features_dir=tmp_path / "f",
+        results_dir=tmp_path / "r",
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+    )
+    assert json.loads(path.read_text())["config"]["n_val"] == 257

@@ -105,7 +105,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iter
 def evaluate(head: nn.Module, source: Any, labels: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Predicted class of `head` for every row of `source`, in order, in batches of `batch_size`."""
     head.eval()
-    return torch.cat([head(source.batch(idx)).argmax(1) for idx in _batches(len(source), batch_size, None)])
+    batches = list(_batches(len(source), batch_size, None))
+    if len(batches) > 1 and len(batches[-1]) == 1:  # batch statistics need two items: join the last two
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return torch.cat([head(source.batch(idx)).argmax(1) for idx in batches])
 
 
 def run_classify(
