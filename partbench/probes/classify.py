@@ -148,6 +148,8 @@ def run_classify(
     missing = sorted(set(range(num_classes)) - set(train_fs.labels.unique().tolist()))
     if missing:
         raise CacheError(f"{train_fs.cache_dir}: no training item of class {missing[0]}")
+    if head == "attentive" and proto is Protocol.STUDY and len(val_fs) < 2:
+        raise CacheError(f"{val_fs.cache_dir}: one val item; batch-statistic evaluation (study) needs two")
     base_lr = BASE_LR[head] if lr is None else lr
     scaled_lr = base_lr * batch_size / 256 if lr is None else lr
 
