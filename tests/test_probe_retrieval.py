@@ -173,3 +173,17 @@ def test_cli_probe_retrieval(cached):
     assert "dino__embedding.json: AP" in out.output
     saved = json.loads((root / "results/retrieval/cub-parts/dino__embedding.json").read_text())
     assert saved["config"]["protocol"] == "clean" and "ci95" in saved["metrics"]
+
+
+def test_cli_missing_cache_is_one_line(tmp_path: Path, capsys, monkeypatch):
+    import sys
+
+    from partbench.cli import main
+
+    argv = ["partbench", "probe", "retrieval", "--model", "dino", "--dataset", "cub-parts"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--features-dir", str(tmp_path / "none")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no complete feature cache" in err and "\n" not in err
