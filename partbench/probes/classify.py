@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,98 @@ def evaluate(head: nn.Module, source: Any, labels: torch.Tensor, batch_size: int
     return torch.cat([head(source.batch(idx)).argmax(1) for idx in batches])
 
 
+@dataclass
+class ProbeFit:
+    """A trained probe: val top-1 after each evaluated epoch and the last epoch's val predictions."""
+
+    curve: list[float]
+    pred: torch.Tensor
+
+
+def fit_probe(
+    net: nn.Module,
+    train_src: Any,
+    y_train: torch.Tensor,
+    val_src: Any,
+    y_val: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    eval_batch_size: int,
+    min_batch: int = 1,
+    eval_each_epoch: bool = True,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> ProbeFit:
+    """The study's probe recipe (`patch_lincls.py`) on cached features, for any head.
+
+    SGD momentum 0.9, weight decay 0, cross-entropy, lr `lr` with cosine decay per epoch and no
+    warm-up; batch order from `torch.randperm` seeded with `seed`. Training batches smaller than
+    `min_batch` are skipped (2 for batch norm). Val top-1 after every epoch (or only the last with
+    `eval_each_epoch=False`); `on_epoch(epoch, last_loss, val_top1)` after each evaluation.
+    """
+    dev = y_train.device
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    curve: list[float] = []
+    pred = torch.empty(0, dtype=torch.long)
+    loss = torch.zeros(())
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        net.train()
+        for idx in _batches(len(train_src), batch_size, gen):
+            if len(idx) < min_batch:
+                continue  # batch norm cannot train on one item (the study would have crashed)
+            loss = loss_fn(net(train_src.batch(idx)), y_train[idx.to(dev)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if eval_each_epoch or epoch == epochs - 1:
+            pred = evaluate(net, val_src, y_val, eval_batch_size)
+            curve.append(top1_accuracy(pred, y_val))
+            if on_epoch:
+                on_epoch(epoch + 1, float(loss.detach()), curve[-1])
+    return ProbeFit(curve, pred)
+
+
+def train_linear_probe(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> np.ndarray:
+    """A `LinearHead` on features [N, D] trained with `fit_probe`; per-val-item correctness [M] (0/1)."""
+    if epochs < 1 or batch_size < 1:
+        raise CacheError(f"epochs and batch size must be >= 1, got {epochs} and {batch_size}")
+    num_classes = int(max(y_train.max(), y_val.max())) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = LinearHead(int(x_train.shape[1]), num_classes).to(device)
+    fit = fit_probe(
+        net,
+        TensorSource(x_train, device),
+        y_train.to(device),
+        TensorSource(x_val, device),
+        y_val.to(device),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        eval_batch_size=max(1, len(x_val)),
+        eval_each_epoch=False,
+    )
+    return (fit.pred.cpu() == y_val.cpu()).numpy().astype(np.float64)
+
+
 def run_classify(
     model: str,
     dataset: str,
@@ -170,28 +263,23 @@ def run_classify(
                 heads = num_heads or default_num_heads(dim)
                 net = AttentiveHead(dim, num_classes, heads, bn_batch_stats_at_eval=proto is Protocol.STUDY)
         net = net.to(dev)
-        opt = torch.optim.SGD(net.parameters(), lr=scaled_lr, momentum=0.9, weight_decay=0.0)
-        loss_fn = nn.CrossEntropyLoss()
-        gen = torch.Generator().manual_seed(seed)
         y_train, y_val = train_fs.labels.to(dev), val_fs.labels.to(dev)
         eval_bs = STUDY_EVAL_BATCH if head == "attentive" and proto is Protocol.STUDY else 4096
-        curve: list[float] = []
-        loss = torch.zeros(())
-        for epoch in range(epochs):
-            for group in opt.param_groups:
-                group["lr"] = scaled_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-            net.train()
-            for idx in _batches(len(train_src), batch_size, gen):
-                if head == "attentive" and len(idx) < 2:
-                    continue  # batch norm cannot train on one item (the study would have crashed)
-                loss = loss_fn(net(train_src.batch(idx)), y_train[idx.to(dev)])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            pred = evaluate(net, val_src, val_fs.labels, eval_bs)
-            curve.append(top1_accuracy(pred, y_val))
-            if on_epoch:
-                on_epoch(epoch + 1, float(loss.detach()), curve[-1])
+        fit = fit_probe(
+            net,
+            train_src,
+            y_train,
+            val_src,
+            y_val,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=scaled_lr,
+            seed=seed,
+            eval_batch_size=eval_bs,
+            min_batch=2 if head == "attentive" else 1,
+            on_epoch=on_epoch,
+        )
+        curve, pred = fit.curve, fit.pred
     best_epoch = int(np.argmax(curve))
     metrics: dict[str, Any] = {
         "top1": 100.0 * curve[-1],

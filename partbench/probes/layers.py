@@ -20,19 +20,19 @@ metrics `part_AP`, `part_mAP`, `object_AP`, `object_mAP` (retrieval) or `part_to
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from partbench.config import as_protocol
 from partbench.errors import PartbenchError
 from partbench.metrics import bootstrap_ci, class_mean_ap, retrieval_ap
+from partbench.probes.classify import BASE_LR as CLASSIFY_BASE_LR
+from partbench.probes.classify import train_linear_probe
 from partbench.probes.layer_cache import LayerFeatures, extract_layers, load_layers
 from partbench.probes.results import measure_run, provenance, result_path, write_result
 from partbench.probes.retrieval import resolve_device
@@ -41,7 +41,7 @@ TASKS = ("retrieval", "classify")
 FEATURES = ("mean", "cls")
 LEVELS = ("part", "object")
 PRIMARY = {"retrieval": "AP", "classify": "top1"}
-BASE_LR = 0.1  # the study's linear probe
+BASE_LR = CLASSIFY_BASE_LR["linear"]  # the study's linear probe
 OBJECT_LEVEL = "class of the patch's image (CUB: image_class_labels.txt)"
 
 
@@ -226,50 +226,20 @@ def _classify(
     val_levels = level_labels(val)
     for level, y_train in level_labels(train).items():
         y_val = val_levels[level]
-        correct = linear_probe(x_train, y_train, x_val, y_val, epochs, batch_size, seed, dev)
+        correct = train_linear_probe(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=BASE_LR * batch_size / 256,
+            seed=seed,
+            device=dev,
+        )
         metrics[f"{level}_top1"] = 100.0 * float(correct.mean())
         if bootstrap > 0:
             ci[f"{level}_top1"] = [100.0 * v for v in bootstrap_ci(correct, n=bootstrap, seed=seed)]
     if ci:
         metrics["ci95"] = ci
     return metrics, extra
-
-
-def linear_probe(
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    dev: torch.device,
-) -> np.ndarray:
-    """The study's linear probe (`probes.heads.LinearHead`, SGD+cosine); per-val-item correctness [M]."""
-    from torch import nn
-
-    from partbench.probes.heads import LinearHead
-
-    if epochs < 1 or batch_size < 1:
-        raise PartbenchError(f"epochs and batch size must be >= 1, got {epochs} and {batch_size}")
-    num_classes = int(max(y_train.max(), y_val.max())) + 1
-    lr = BASE_LR * batch_size / 256
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = LinearHead(int(x_train.shape[1]), num_classes).to(dev)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
-    loss_fn = nn.CrossEntropyLoss()
-    gen = torch.Generator().manual_seed(seed)
-    xt, yt = x_train.to(dev, torch.float32), y_train.to(dev)
-    for epoch in range(epochs):
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
-        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
-            idx = idx.to(dev)
-            loss = loss_fn(net(xt[idx]), yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        pred = net(x_val.to(dev, torch.float32)).argmax(dim=1).cpu()
-    return (pred == y_val.cpu()).numpy().astype(np.float64)
