@@ -58,7 +58,7 @@ def test_dvc_repro_of_the_smoke_suite_then_nothing_to_do(tmp_path):
 
     second = _dvc(project, "repro", "smoke_report")
     assert "Running stage" not in second
-    assert "up to date" in _dvc(project, "status", "smoke_report")
+    assert "up to date" in _dvc(project, "status", "--with-deps", "smoke_report")
 
     metrics = _dvc(project, "metrics", "show")
     assert "smoke/results/retrieval/cub-parts/dino__embedding.json" in metrics and "mIoU" in metrics
@@ -69,7 +69,7 @@ def test_dvc_repro_of_the_smoke_suite_then_nothing_to_do(tmp_path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = [
         line.rstrip(":")
-        for line in _dvc(project, "status", "smoke_report").splitlines()
+        for line in _dvc(project, "status", "--with-deps", "smoke_report").splitlines()
         if line.endswith(":")
     ]
     changed = [c for c in changed if not c.startswith(("\t", " "))]
