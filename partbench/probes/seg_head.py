@@ -69,6 +69,43 @@ class LinearSegHead(nn.Module):
         return self.conv_seg(x)
 
 
+class BlockSegHeads(nn.Module):
+    """One `LinearSegHead(D, K)` per block, side by side: `[B, G·D, h, w]` maps -> `[B, G·K, h, w]` logits.
+
+    Input channels `g·D..(g+1)·D` are block `blocks[g]`'s map (the layout of `FrozenBackbone` over
+    those blocks); output channels `g·K..(g+1)·K` are that block's logits. The heads share nothing,
+    so training them together on the summed loss (`loss`) gives each head the gradient it would get
+    alone; AdamW is per parameter, so each head follows its solo trajectory.
+    """
+
+    def __init__(self, embed_dim: int, blocks: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        if not blocks:
+            raise PartbenchError("BlockSegHeads: no blocks given")
+        self.embed_dim, self.blocks, self.num_classes = embed_dim, tuple(blocks), num_classes
+        self.heads = nn.ModuleList(LinearSegHead(embed_dim, num_classes) for _ in self.blocks)
+
+    def forward(self, features: Tensor) -> Tensor:
+        d = self.embed_dim
+        if features.ndim != 4 or features.shape[1] != d * len(self.heads):
+            raise PartbenchError(
+                f"BlockSegHeads: expected [B,{d * len(self.heads)},h,w] features, got {list(features.shape)}"
+            )
+        return torch.cat([h(features[:, g * d : (g + 1) * d]) for g, h in enumerate(self.heads)], dim=1)
+
+    def split(self, logits: Tensor) -> Tensor:
+        """`[B, G·K, ...]` -> `[B, G, K, ...]`: each block's logits."""
+        return logits.unflatten(1, (len(self.heads), self.num_classes))
+
+    def loss(self, logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+        """Sum over blocks of each block's `segmentation_loss` (mean over all pixels), in one call."""
+        from partbench.probes.seg_train import segmentation_loss
+
+        g = len(self.heads)
+        per_block = self.split(logits).flatten(0, 1)  # row i*G + g = item i, block g
+        return g * segmentation_loss(per_block, labels.repeat_interleave(g, dim=0), ignore_index)
+
+
 # --- the frozen backbone ------------------------------------------------------------------------
 
 

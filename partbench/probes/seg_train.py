@@ -293,6 +293,7 @@ def train_head(
     device: torch.device | str = "cpu",
     on_iteration: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    loss_fn: Callable[[Tensor, Tensor, int], Tensor] = segmentation_loss,
 ) -> TrainState:
     """Train from `state.iteration` to `cfg.iters`; `batches` yields this rank's (inputs, labels).
 
@@ -300,7 +301,8 @@ def train_head(
     a device transfer in fast mode). Checkpoints every `cfg.ckpt_every` iterations and at the end
     (rank 0), evaluates (`evaluate(head, iteration)`, on every rank) every `cfg.eval_every` and
     at the end. `on_iteration(i)` runs once `i` iterations are complete (and saved, when `i` is a
-    checkpoint iteration): a test hook.
+    checkpoint iteration): a test hook. `loss_fn(logits, labels, ignore_index)` defaults to
+    `segmentation_loss` (per-block heads: `seg_head.BlockSegHeads.loss`).
     """
     rank, _ = dist_rank_world()
     warmup = cfg.resolved_warmup_iters
@@ -319,7 +321,7 @@ def train_head(
         labels = labels.to(device, non_blocking=True).long()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             logits = head(feats)
-        loss = segmentation_loss(logits, labels, cfg.ignore_index)
+        loss = loss_fn(logits, labels, cfg.ignore_index)
         value = loss.item()
         if not math.isfinite(value):
             raise PartbenchError(f"segment: training loss became {value} at iteration {it}")

@@ -76,6 +76,62 @@ def feature_name(layers: tuple[int, ...]) -> str:
     return "layers_" + "_".join(str(b + 1) for b in layers)
 
 
+#: What identifies a fast-mode feature cache (a subset of the run fingerprint).
+FAST_CACHE_KEYS = (
+    "model",
+    "dataset",
+    "checkpoint_sha256",
+    "arch",
+    "protocol",
+    "layers",
+    "crop",
+    "train_items",
+    "train_data",
+)
+
+
+def seg_sets(
+    dataset: str, root: Path, geo: SegGeometry, enc: Any, seed: int
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """(augmented train split, val split at the test scale), normalised with the encoder's mean/std."""
+    # mmseg normalises on the 0-255 scale; the encoder's mean/std (ImageNet under `study`).
+    norm = {"mean": [255 * m for m in enc.mean], "std": [255 * s for s in enc.std]}
+    train_set = SegmentationDataset(
+        dataset, root, "train", train=True, crop_size=geo.crop, scale=geo.train_scale, seed=seed, **norm
+    )
+    val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale, **norm)
+    return train_set, val_set
+
+
+def run_fingerprint(
+    model: str,
+    dataset: str,
+    enc: Any,
+    arch_kw: dict[str, Any],
+    protocol: Protocol,
+    mode: str,
+    layers: tuple[int, ...],
+    geo: SegGeometry,
+    train_set: SegmentationDataset,
+    cfg: SegTrainConfig,
+) -> dict[str, Any]:
+    """What a run checkpoint must match to be resumed: model, data, blocks, geometry, optimisation."""
+    return {
+        "model": model,
+        "dataset": dataset,
+        "checkpoint_sha256": enc.checkpoint_sha256,
+        "arch": ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw)),
+        "protocol": str(protocol),
+        "mode": mode,
+        "layers": list(layers),
+        "crop": list(geo.crop),
+        "train_scale": list(geo.train_scale),
+        "train_items": len(train_set),
+        "train_data": data_fingerprint(train_set),
+        **{k: v for k, v in cfg.as_dict().items() if k not in ("ckpt_every", "eval_every")},
+    }
+
+
 def run_segment(
     model: str,
     dataset: str,
@@ -139,28 +195,11 @@ def run_segment(
         cfg = replace(cfg, bias_weight_decay=enc.spec.family not in NO_BIAS_DECAY_FAMILIES)
         geo = SegGeometry.for_spec(spec, crop, enc.patch_size)
         backbone = FrozenBackbone(enc, layers, dev)
-        # mmseg normalises on the 0-255 scale; the encoder's mean/std (ImageNet under `study`).
-        norm = {"mean": [255 * m for m in enc.mean], "std": [255 * s for s in enc.std]}
-        train_set = SegmentationDataset(
-            dataset, root, "train", train=True, crop_size=geo.crop, scale=geo.train_scale, seed=seed, **norm
+        train_set, val_set = seg_sets(dataset, root, geo, enc, seed)
+        fingerprint = run_fingerprint(
+            model, dataset, enc, arch_kw, protocol, mode, layers, geo, train_set, cfg
         )
-        val_set = SegmentationDataset(dataset, root, "val", train=False, scale=geo.test_scale, **norm)
-        arch_text = ",".join(f"{k}={arch_kw[k]}" for k in sorted(arch_kw))
-        data_key = data_fingerprint(train_set)
-        fingerprint = {
-            "model": model,
-            "dataset": dataset,
-            "checkpoint_sha256": enc.checkpoint_sha256,
-            "arch": arch_text,
-            "protocol": str(protocol),
-            "mode": mode,
-            "layers": list(layers),
-            "crop": list(geo.crop),
-            "train_scale": list(geo.train_scale),
-            "train_items": len(train_set),
-            "train_data": data_key,
-            **{k: v for k, v in cfg.as_dict().items() if k not in ("ckpt_every", "eval_every")},
-        }
+        data_key = fingerprint["train_data"]
 
         torch.manual_seed(seed)
         head: nn.Module = LinearSegHead(len(layers) * enc.embed_dim, spec.num_classes).to(dev)
@@ -179,20 +218,7 @@ def run_segment(
             len(train_set), cfg.batch_size, seed, cfg.iters, start_iter, ctx.rank, ctx.world_size
         )
         if mode == "fast":
-            key = {
-                k: fingerprint[k]
-                for k in (
-                    "model",
-                    "dataset",
-                    "checkpoint_sha256",
-                    "arch",
-                    "protocol",
-                    "layers",
-                    "crop",
-                    "train_items",
-                    "train_data",
-                )
-            }
+            key = {k: fingerprint[k] for k in FAST_CACHE_KEYS}
             feats, labels = build_fast_cache(
                 backbone, train_set, geo.crop, run_dir / "fast_cache", key, ctx, num_workers
             )
