@@ -243,7 +243,7 @@ def test_grid_refuses_caches_of_different_items(caches: Path, tmp_path: Path) ->
 
 
 def test_layer_result_with_unknown_task_named(tmp_path: Path) -> None:
-    config = dict(task="layers", dataset="cub-parts", model="dino", probe_task="segment", point="norm")
+    config = dict(task="layers", dataset="cub-parts", model="dino", probe_task="detect", point="norm")
     path = write_result(tmp_path / "layers" / "x.json", {"part_mIoU": 1.0}, config, {})
-    with pytest.raises(PartbenchError, match=f"{path}: layers result with unknown probe_task 'segment'"):
+    with pytest.raises(PartbenchError, match=f"{path}: layers result with unknown probe_task 'detect'"):
         load_layer_curves(tmp_path)

@@ -11,7 +11,8 @@ Levels: `part` = the part label of each patch; `object` = the object class of th
 Tasks: `retrieval` (cosine AP/mAP on the `retrieval` split, `metrics.retrieval_ap`, the query in its
 own ranking under `study`) and `classify` (a linear head per point trained on `train`, top-1 on
 `val`, the study's linear recipe: SGD momentum 0.9, lr 0.1 x bs/256, cosine, no weight decay).
-Per-block segmentation is not available: `run_segment` trains on blocks 4/6/8/12 only.
+`segment` (a segmentation set, fast mode): `seg_layers.run_segment_layers`, one linear
+segmentation head per block on maps cached in one backbone pass; `part_mIoU` or `object_mIoU`.
 
 One result JSON per point: `results/layers/<dataset>/<model>__<task>-<feature>-<point>.json` with
 metrics `part_AP`, `part_mAP`, `object_AP`, `object_mAP` (retrieval) or `part_top1`, `object_top1`
@@ -37,7 +38,7 @@ from partbench.probes.layer_cache import LayerFeatures, extract_layers, load_lay
 from partbench.probes.results import measure_run, provenance, result_path, write_result
 from partbench.probes.retrieval import resolve_device
 
-TASKS = ("retrieval", "classify")
+TASKS = ("retrieval", "classify")  # and "segment": `seg_layers.run_segment_layers`
 FEATURES = ("mean", "cls")
 LEVELS = ("part", "object")
 PRIMARY = {"retrieval": "AP", "classify": "top1"}
@@ -94,12 +95,32 @@ def run_layers(
     suite: str = "custom",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    segment: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Probe every block of `model` on `dataset` at the part and object level; one result JSON per point."""
+    """Probe every block of `model` on `dataset` at the part and object level; one result JSON per point.
+
+    `task="segment"` runs `seg_layers.run_segment_layers` on a segmentation set (its level is the
+    set's); `segment` passes its own options (iters, batch_size, crop, blocks_per_pass, runs_dir).
+    """
     if task == "segment":
-        raise PartbenchError(
-            "probe layers --task segment: not available (run_segment trains on blocks 4/6/8/12 only); "
-            "use --task retrieval or classify"
+        from partbench.probes.seg_layers import run_segment_layers
+
+        return run_segment_layers(
+            model,
+            dataset,
+            checkpoint=checkpoint,
+            arch=arch,
+            data_root=data_root,
+            protocol=protocol,
+            device=device,
+            results_dir=results_dir,
+            bootstrap=bootstrap,
+            seed=seed,
+            suite=suite,
+            progress=progress,
+            log=log,
+            num_workers=4 if num_workers is None else num_workers,
+            **(segment or {}),
         )
     if task not in TASKS:
         raise PartbenchError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")

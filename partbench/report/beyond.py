@@ -30,8 +30,19 @@ from partbench.report.mapping import display_model, model_sort_key
 
 BEYOND_FIGURES = ("retrieval-grid",)  # opt-in figures (`partbench report --figures ...`)
 LEVELS = ("part", "object")
-METRIC = {"retrieval": "AP", "classify": "top1"}
-METRIC_LABEL = {"AP": "retrieval AP (%)", "top1": "linear-probe top-1 (%)"}
+METRIC = {"retrieval": "AP", "classify": "top1", "segment": "mIoU"}
+METRIC_LABEL = {
+    "AP": "retrieval AP (%)",
+    "top1": "linear-probe top-1 (%)",
+    "mIoU": "linear segmentation mIoU (%)",
+}
+# Segmentation: a part set and its object twin (same images) share one figure, one panel each.
+SEG_TWINS = {
+    "ade20k-part": "ade20k",
+    "ade20k-object": "ade20k",
+    "pascal-part": "pascal",
+    "pascal-object": "pascal",
+}
 CURVE_PREFIX, GRID_PREFIX = "layers__", "retrieval_grid__"
 CURVE_SIZE, CURVE_DPI = (12.0, 4.8), 110  # inches, dots per inch: 1320 x 528 px
 
@@ -61,6 +72,7 @@ class Curves:
     protocol: str
     suite: str
     by_model: dict[str, list[Point]] = field(default_factory=dict)
+    sources: dict[str, set[str]] = field(default_factory=dict)  # level -> data sets its points come from
 
     @property
     def metric(self) -> str:
@@ -82,6 +94,8 @@ def load_layer_curves(results_dir: Path, suite: str | None = None) -> list[Curve
         if task not in METRIC:
             raise PartbenchError(f"{path}: layers result with unknown probe_task {task!r}")
         key = tuple(str(cfg.get(k)) for k in ("dataset", "probe_task", "layer_feature", "protocol", "suite"))
+        if task == "segment":
+            key = (SEG_TWINS.get(key[0], key[0]), *key[1:])
         curves = groups.setdefault(key, Curves(*key))
         ci = metrics.get("ci95") or {}
         values, bands = {}, {}
@@ -91,6 +105,8 @@ def load_layer_curves(results_dir: Path, suite: str | None = None) -> list[Curve
                 values[level] = float(metrics[name])
                 if name in ci:
                     bands[level] = (float(ci[name][0]), float(ci[name][1]))
+        for level in values:
+            curves.sources.setdefault(level, set()).add(str(cfg.get("dataset")))
         point = Point(str(cfg["point"]), str(cfg["stage"]), int(cfg["block"]), values, bands, path)
         curves.by_model.setdefault(str(cfg["model"]), []).append(point)
     order = {"block": 0, "norm": 1, "projection": 2}
@@ -101,8 +117,11 @@ def load_layer_curves(results_dir: Path, suite: str | None = None) -> list[Curve
 
 
 def _x_positions(curves: Curves) -> tuple[int, dict[str, int]]:
+    """The depth and the positions of the points after the blocks (only the stages present)."""
     depth = max(p.block for pts in curves.by_model.values() for p in pts)
-    return depth, {"norm": depth + 1, "projection": depth + 2}
+    stages = {p.stage for pts in curves.by_model.values() for p in pts}
+    tail = [s for s in ("norm", "projection") if s in stages]
+    return depth, {s: depth + 1 + i for i, s in enumerate(tail)}
 
 
 def _x(point: Point, extra: dict[str, int]) -> int:
@@ -147,18 +166,26 @@ def layer_curve_figure(curves: Curves, path: Path, title: str = "") -> Path:
                 if level in p.ci:
                     lo, hi = p.ci[level]
                     ax.vlines(_x(p, extra) + nudge, lo, hi, color=colour, alpha=0.6)
+        short = {"norm": "norm", "projection": "proj"}
         ax.set_xticks(
-            [*range(1, depth + 1), depth + 1, depth + 2], [*map(str, range(1, depth + 1)), "norm", "proj"]
+            [*range(1, depth + 1), *extra.values()], [*map(str, range(1, depth + 1)), *map(short.get, extra)]
         )
-        ax.set_xlim(0.5, depth + 2.5)
-        ax.axvline(depth + 0.5, color="0.7", lw=0.8)
-        what = "part label" if level == "part" else "object class of the image"
-        if levels == ["part"]:
-            what += "; no object classes in this data set"
+        ax.set_xlim(0.5, depth + len(extra) + 0.5)
+        if extra:
+            ax.axvline(depth + 0.5, color="0.7", lw=0.8)
+        if curves.task == "segment":
+            what = ", ".join(sorted(curves.sources.get(level, ())))
+            if len(levels) == 1:
+                what += f"; no {'object' if level == 'part' else 'part'}-level twin results"
+        else:
+            what = "part label" if level == "part" else "object class of the image"
+            if levels == ["part"]:
+                what += "; no object classes in this data set"
         ax.set_title(f"{level}-level ({what})")
         ax.set_ylabel(f"{level}-level {METRIC_LABEL[curves.metric]}")
         ax.grid(alpha=0.3)
-    fig.supxlabel("block (1 = first; norm = last block + final LayerNorm; proj = projector output)")
+    tails = {"norm": "norm = last block + final LayerNorm", "projection": "proj = projector output"}
+    fig.supxlabel("; ".join(["block (1 = first", *(tails[s] for s in extra)]) + ")")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title="encoder", fontsize=9, loc="outside right upper")
     band = (
@@ -189,7 +216,7 @@ def layer_facts(curves: Curves) -> str:
                 continue
             best = max(lv, key=lambda p: p.values[level])  # first block wins a tie
             text = (
-                f"{level} {metric} peaks at block {best.block} of {len(blocks)} "
+                f"{level} {metric} peaks at block {best.block} of {max(p.block for p in lv)} "
                 f"({best.values[level]:.2f}; block 1: {lv[0].values[level]:.2f})"
             )
             if norm is not None and level in norm.values:
@@ -202,10 +229,11 @@ def layer_facts(curves: Curves) -> str:
             parts.append(text)
         if parts:
             sentences.append(f"**{display_model(model)}**: " + "; ".join(parts) + ".")
-    where = next(iter(curves.by_model.values()))[0].path.parent.as_posix()
+    folders = sorted({p.path.parent.as_posix() for pts in curves.by_model.values() for p in pts})
+    where = ", ".join(f"`{f}/`" for f in folders)
     head = (
         f"Computed from {sum(len(p) for p in curves.by_model.values())} result files "
-        f"(`{where}/`, {curves.task}, {curves.feature} feature, protocol "
+        f"({where}, {curves.task}, {curves.feature} feature, protocol "
         f"{curves.protocol}, suite {curves.suite}). "
     )
     return head + " ".join(sentences)
