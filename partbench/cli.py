@@ -420,10 +420,17 @@ _lo = typer.Option
 @probe_app.command("layers")
 def probe_layers_cmd(
     model: _LA[str, _lo("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
-    dataset: _LA[str, _lo("--dataset", help="cub-parts (part and bird-class levels) or coco-parts.")],
-    task: _LA[str, _lo("--task", help="retrieval (AP per block) or classify (linear probe per block).")] = (
-        "retrieval"
-    ),
+    dataset: _LA[
+        str,
+        _lo(
+            "--dataset",
+            help="cub-parts (part and bird-class levels) or coco-parts; --task segment: a segmentation set.",
+        ),
+    ],
+    task: _LA[
+        str,
+        _lo("--task", help="retrieval (AP), classify (linear probe) or segment (linear head), per block."),
+    ] = "retrieval",
     feature: _LA[str, _lo("--feature", help="mean (of patch tokens) or cls, per block.")] = "mean",
     checkpoint: _LA[str | None, _lo("--checkpoint", help="Checkpoint (default: the registry's).")] = None,
     arch: _LA[str | None, _lo("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
@@ -437,10 +444,20 @@ def probe_layers_cmd(
     device: _LA[str, _lo("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: _LA[int, _lo("--batch-size", help="Patches per backbone pass.")] = 256,
     num_workers: _LA[int | None, _lo("--num-workers", help="DataLoader workers.")] = None,
+    iters: _LA[int, _lo("--iters", help="segment: training iterations (study: 160000).")] = 160_000,
+    seg_batch_size: _LA[int, _lo("--seg-batch-size", help="segment: images per iteration.")] = 16,
+    crop: _LA[int | None, _lo("--crop", help="segment: crop size (default: the set's).")] = None,
+    blocks_per_pass: _LA[
+        int | None, _lo("--blocks-per-pass", help="segment: heads trained together (default: all).")
+    ] = None,
+    runs_dir: _LA[_LP, _lo("--runs-dir", help="segment: run folder (cache, checkpoints).")] = _LP("runs"),
 ) -> None:
     """Part- vs object-level probe on every block (one backbone pass); one result JSON per block."""
     from partbench.probes.layers import run_layers
 
+    seg = dict(
+        iters=iters, batch_size=seg_batch_size, crop=crop, blocks_per_pass=blocks_per_pass, runs_dir=runs_dir
+    )
     paths = run_layers(
         model,
         dataset,
@@ -459,6 +476,7 @@ def probe_layers_cmd(
         num_workers=num_workers,
         epochs=epochs,
         log=lambda msg: console.print(msg, highlight=False),
+        segment=seg if task == "segment" else None,
     )
     typer.echo(f"{len(paths)} results in {paths[0].parent}" if paths else "no results")
 
