@@ -255,7 +255,7 @@ def test_cli_probe_layers(data: dict[str, Path], ckpt: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"task": "segment"}, "not available"),
+        ({"task": "segment"}, "unknown segmentation set 'cub-parts'"),
         ({"task": "detect"}, "--task must be one of"),
         ({"feature": "tokens"}, "--feature must be one of"),
         ({"dataset": "ade20k-part"}, "--dataset must be a part data set"),
