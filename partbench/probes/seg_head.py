@@ -93,6 +93,14 @@ class BlockSegHeads(nn.Module):
             )
         return torch.cat([h(features[:, g * d : (g + 1) * d]) for g, h in enumerate(self.heads)], dim=1)
 
+    def subset(self, blocks: Sequence[int]) -> BlockSegHeads:
+        """The heads of `blocks` (shared modules, not copies), as their own `BlockSegHeads`."""
+        sub = BlockSegHeads.__new__(BlockSegHeads)
+        nn.Module.__init__(sub)
+        sub.embed_dim, sub.blocks, sub.num_classes = self.embed_dim, tuple(blocks), self.num_classes
+        sub.heads = nn.ModuleList(self.heads[self.blocks.index(b)] for b in sub.blocks)
+        return sub
+
     def split(self, logits: Tensor) -> Tensor:
         """`[B, G·K, ...]` -> `[B, G, K, ...]`: each block's logits."""
         return logits.unflatten(1, (len(self.heads), self.num_classes))
