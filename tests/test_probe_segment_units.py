@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from partbench.errors import PartbenchError
-from partbench.probes.seg_head import LinearSegHead, resize_concat, upsample_logits
+from partbench.probes.seg_head import BlockSegHeads, LinearSegHead, resize_concat, upsample_logits
 from partbench.probes.seg_train import (
     ResumableBatchSampler,
     SegTrainConfig,
@@ -254,3 +254,53 @@ def test_adamw_decays_the_bias_only_where_the_study_config_does(bias_decay: bool
     torch.testing.assert_close(head.conv_seg.weight.detach(), w0 * 0.95)
     expected_bias = 0.95 if bias_decay else 1.0
     torch.testing.assert_close(head.conv_seg.bias.detach(), torch.full((2,), expected_bias))
+
+
+# --- per-block heads (probe layers --task segment) ------------------------------------------------
+
+
+def _block_heads() -> tuple[BlockSegHeads, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    heads = BlockSegHeads(3, blocks=(0, 1), num_classes=4)
+    for p in heads.parameters():  # away from the near-zero init, so every term matters
+        torch.nn.init.normal_(p)
+    feats = torch.randn(2, 6, 3, 3)
+    labels = torch.randint(0, 4, (2, 12, 12))
+    labels[0, :2] = 255
+    return heads, feats, labels
+
+
+def test_block_heads_are_independent_1x1_convs_on_their_channels() -> None:
+    heads, feats, _ = _block_heads()
+    logits = heads(feats)
+    assert logits.shape == (2, 8, 3, 3)
+    for g, head in enumerate(heads.heads):
+        w, b = head.conv_seg.weight[:, :, 0, 0], head.conv_seg.bias
+        by_hand = torch.einsum("kc,bchw->bkhw", w, feats[:, 3 * g : 3 * g + 3]) + b[None, :, None, None]
+        torch.testing.assert_close(heads.split(logits)[:, g], by_hand)
+    with pytest.raises(PartbenchError, match=r"expected \[B,6,h,w\]"):
+        heads(feats[:, :3])
+
+
+def test_block_loss_is_the_sum_of_each_blocks_loss_and_gradient() -> None:
+    heads, feats, labels = _block_heads()
+    total = heads.loss(heads(feats), labels)
+    total.backward()
+    joint = [p.grad.clone() for p in heads.parameters()]
+    solo_total = 0.0
+    for g, head in enumerate(heads.heads):
+        head.zero_grad()
+        loss = segmentation_loss(head(feats[:, 3 * g : 3 * g + 3]), labels)
+        loss.backward()
+        solo_total += loss.item()
+    solo = [p.grad for p in heads.parameters()]
+    assert float(total) == pytest.approx(solo_total, rel=1e-6)
+    for a, b in zip(joint, solo, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_block_subset_shares_the_heads() -> None:
+    heads, feats, _ = _block_heads()
+    sub = heads.subset((1,))
+    assert sub.heads[0] is heads.heads[1] and sub.blocks == (1,)
+    torch.testing.assert_close(sub(feats[:, 3:]), heads.split(heads(feats))[:, 1])
