@@ -294,7 +294,7 @@ def test_block_loss_is_the_sum_of_each_blocks_loss_and_gradient() -> None:
         loss.backward()
         solo_total += loss.item()
     solo = [p.grad for p in heads.parameters()]
-    assert float(total) == pytest.approx(solo_total, rel=1e-6)
+    assert total.item() == pytest.approx(solo_total, rel=1e-6)
     for a, b in zip(joint, solo, strict=True):
         torch.testing.assert_close(a, b)
 
