@@ -16,7 +16,9 @@ segmentation head per block on maps cached in one backbone pass; `part_mIoU` or 
 
 One result JSON per point: `results/layers/<dataset>/<model>__<task>-<feature>-<point>.json` with
 metrics `part_AP`, `part_mAP`, `object_AP`, `object_mAP` (retrieval) or `part_top1`, `object_top1`
-(classify), in percent, and bootstrap 95% intervals in `ci95`.
+(classify), in percent, and bootstrap 95% intervals in `ci95`; segmentation writes
+`<model>__segment-blockNN.json` with `part_mIoU`/`part_mAcc`/`part_aAcc` (part sets) or `object_*`
+(object sets), blocks only (no norm/projection point: the study's segmentation reads raw blocks).
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 `layer curves` (from `results/layers/...`, written by `partbench probe layers`): part-level and
 object-level score against depth, one line per encoder, bootstrap bands; the final-normed output
-(`norm`) and the projector output (`proj`) are the last points. `retrieval grid` (opt-in, from the
-main feature caches): for one query patch per part class, each encoder's top-k retrieved patches
-(the query itself left out), framed green when the part matches and red when it does not
-(`report/retrieval_grid.py`).
+(`norm`) and the projector output (`proj`) are the last points. Segmentation curves (`--task
+segment`, blocks only) put a part set beside its object twin (ade20k-part | ade20k-object,
+pascal-part | pascal-object; `SEG_TWINS`), one panel each; a set without a twin gets one panel.
+`retrieval grid` (opt-in, from the main feature caches): for one query patch per part class, each
+encoder's top-k retrieved patches (the query itself left out), framed green when the part matches
+and red when it does not (`report/retrieval_grid.py`).
 
 Every number in the paragraphs is computed here from the result files or caches it names, never
 typed; the grid's numbers are also written beside it as `figures/retrieval_grid__<dataset>.json`.
