@@ -91,7 +91,7 @@ SMOKE = Suite(
     extract=ExtractParams(batch_size=32),
     classify=ClassifyParams(epochs=3, batch_size=16),
     segment=SegmentParams(
-        iters=4, batch_size=2, crop=64, mode="full", eval_every=4, ckpt_every=4, num_workers=0
+        iters=60, batch_size=2, crop=64, mode="full", eval_every=30, ckpt_every=30, num_workers=0
     ),
 )
 PAPER = Suite(name="paper", data="download", root=".", retrieval=RetrievalParams(bootstrap=1000))

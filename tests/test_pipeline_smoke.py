@@ -71,7 +71,7 @@ def test_smoke_writes_every_result_of_the_suite(smoke: RunSummary):
         "smoke",
         "study",
         "full",
-        4,
+        SMOKE.segment.iters,
     )
 
 
