@@ -5,12 +5,15 @@ Commands are grouped in sections below, one per stage module; the logic lives in
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from partbench.errors import PartbenchError
+from partbench.errors import DatasetError, PartbenchError
 
 app = typer.Typer(
     name="partbench",
@@ -24,6 +27,13 @@ probe_app = typer.Typer(
 )
 app.add_typer(probe_app, name="probe")
 console = Console(stderr=True)
+
+
+def _split_names(values: list[str] | None) -> list[str] | None:
+    """`--models a,b --models c` -> [a, b, c]; None when not given."""
+    if not values:
+        return None
+    return [name.strip() for v in values for name in v.split(",") if name.strip()]
 
 
 # --- section: models (partbench.encoders) ----------------------------------------------------
@@ -47,16 +57,12 @@ def models_command() -> None:
 
 
 # --- section: datasets, synth (partbench.datasets) -------------------------------------------
-from pathlib import Path as _DataPath  # noqa: E402  (this section's imports stay in it)
-from typing import Annotated as _DataAnn  # noqa: E402
-
-from partbench.errors import DatasetError as _DataError  # noqa: E402
 
 
 @app.command("datasets")
 def datasets_cmd(
-    check: _DataAnn[
-        _DataPath | None,
+    check: Annotated[
+        Path | None,
         typer.Option("--check", help="Validate each data set present under ROOT/<name>/: counts, problems."),
     ] = None,
 ) -> None:
@@ -82,7 +88,7 @@ def datasets_cmd(
     with console.status(f"checking the data sets under {check} …"):
         reports = check_all(check)
     if not reports:
-        raise _DataError(f"{check}: no registered data set folder found (expected ROOT/<name>/)")
+        raise DatasetError(f"{check}: no registered data set folder found (expected ROOT/<name>/)")
     n_problems = 0
     for name, (counts, problems) in reports.items():
         out.print(f"[bold]{name}[/] ({check / name})", highlight=False)
@@ -94,15 +100,15 @@ def datasets_cmd(
             out.print(f"  [red]problem:[/] {problem}", highlight=False, soft_wrap=True)
         n_problems += len(problems)
     if n_problems:
-        raise _DataError(f"{check}: {n_problems} problem(s) found in {len(reports)} data set(s)")
+        raise DatasetError(f"{check}: {n_problems} problem(s) found in {len(reports)} data set(s)")
     out.print(f"{len(reports)} data set(s) checked, no problems")
 
 
 @app.command("synth")
 def synth_cmd(
-    out: _DataAnn[_DataPath, typer.Option("--out", help="Folder to write <dataset-name>/ layouts into.")],
-    seed: _DataAnn[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
-    scale: _DataAnn[str, typer.Option("--scale", help="small (seconds) or medium.")] = "small",
+    out: Annotated[Path, typer.Option("--out", help="Folder to write <dataset-name>/ layouts into.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
+    scale: Annotated[str, typer.Option("--scale", help="small (seconds) or medium.")] = "small",
 ) -> None:
     """Write every synthetic data set (each in its real on-disk format) under OUT."""
     from partbench.datasets.synth import write_synthetic
@@ -114,97 +120,93 @@ def synth_cmd(
 
 
 # --- section: fetch (partbench.fetch) --------------------------------------------------------
-from pathlib import Path as _FetchPath  # noqa: E402  (imports of this section stay in it)
-from typing import Annotated as _FetchAnn  # noqa: E402
-
-
-def _fetch_names(values: list[str] | None) -> list[str]:
-    """`--models a,b --models c` -> [a, b, c]."""
-    return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
 
 
 @app.command("fetch")
 def fetch_cmd(
-    models: _FetchAnn[
+    models: Annotated[
         list[str] | None, typer.Option("--models", "-m", help="Encoders (repeat or comma-separate; 'all').")
     ] = None,
-    datasets: _FetchAnn[
+    datasets: Annotated[
         list[str] | None,
         typer.Option("--datasets", "-d", help="Data sets (repeat or comma-separate; 'all')."),
     ] = None,
-    from_path: _FetchAnn[
-        _FetchPath | None,
+    from_path: Annotated[
+        Path | None,
         typer.Option("--from", help="Register a file or folder you already have instead of downloading."),
     ] = None,
-    dest_root: _FetchAnn[
-        _FetchPath | None,
+    dest_root: Annotated[
+        Path | None,
         typer.Option(
             "--dest-root", help="Put checkpoints/ and data/ here instead of $PARTBENCH_HOME (DVC: '.')."
         ),
     ] = None,
-    copy: _FetchAnn[bool, typer.Option("--copy/--link", help="--from: copy instead of symlinking.")] = False,
-    keep_archives: _FetchAnn[
+    copy: Annotated[bool, typer.Option("--copy/--link", help="--from: copy instead of symlinking.")] = False,
+    keep_archives: Annotated[
         bool, typer.Option("--keep-archives/--delete-archives", help="Keep archives after extraction.")
     ] = True,
-    retries: _FetchAnn[int, typer.Option("--retries", help="Retries per file on 5xx/timeouts/drops.")] = 5,
-    timeout: _FetchAnn[float, typer.Option("--timeout", help="Seconds to wait for the server.")] = 60.0,
-    backoff: _FetchAnn[float, typer.Option("--backoff", help="First retry wait in seconds (doubles).")] = 1.0,
+    retries: Annotated[int, typer.Option("--retries", help="Retries per file on 5xx/timeouts/drops.")] = 5,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server.")] = 60.0,
+    backoff: Annotated[float, typer.Option("--backoff", help="First retry wait in seconds (doubles).")] = 1.0,
 ) -> None:
     """Download and verify encoder checkpoints and data sets (sha256, resume, retry); print a summary."""
-    from rich.console import Console as _Console
-
     from partbench.fetch import FetchOptions, Status, fetch, summary_table
 
     options = FetchOptions(
         retries=retries, backoff=backoff, timeout=timeout, keep_archives=keep_archives, link=not copy
     )
     records = fetch(
-        _fetch_names(models),
-        _fetch_names(datasets),
+        _split_names(models) or [],
+        _split_names(datasets) or [],
         from_path=from_path,
         dest_root=dest_root,
         options=options,
     )
-    _Console(width=160).print(summary_table(records))
+    Console(width=160).print(summary_table(records))
     failed = sum(r.status is Status.FAILED for r in records)
     if failed:
         console.print(f"[bold red]{failed} of {len(records)} file(s) failed[/]")
         raise typer.Exit(1)
 
 
-
 # --- section: extract (partbench.features) ---------------------------------------------------
-from pathlib import Path as _ExtractPath  # noqa: E402  (this section's imports stay light: no torch)
-from typing import Annotated as _Ann  # noqa: E402
 
 
 @app.command("extract")
 def extract_cmd(
-    model: _Ann[str, typer.Option("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
-    dataset: _Ann[str, typer.Option("--dataset", help="Part data set (cub-parts, coco-parts) or imagenet.")],
-    split: _Ann[
+    model: Annotated[
+        str, typer.Option("--model", help="Encoder name (see `partbench models`) or timm:<name>.")
+    ],
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="Part data set (cub-parts, coco-parts) or imagenet.")
+    ],
+    split: Annotated[
         str | None, typer.Option("--split", help="retrieval/train/val (default: retrieval; imagenet: val).")
     ] = None,
-    checkpoint: _Ann[
-        _ExtractPath | None, typer.Option("--checkpoint", help="Checkpoint file (default: the registry's).")
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Checkpoint file (default: the registry's).")
     ] = None,
-    arch: _Ann[str | None, typer.Option("--arch", help="timm overrides, e.g. embed_dim=64,depth=2.")] = None,
-    protocol: _Ann[str, typer.Option("--protocol", help="study (the paper's code) or clean.")] = "study",
-    data_root: _Ann[
-        _ExtractPath | None, typer.Option("--data-root", help="Data folder (default $PARTBENCH_HOME/data/D).")
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="timm overrides, e.g. embed_dim=64,depth=2.")
     ] = None,
-    features_dir: _Ann[_ExtractPath, typer.Option("--features-dir", help="Cache root.")] = _ExtractPath(
-        "features"
-    ),
-    device: _Ann[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: _Ann[int, typer.Option("--batch-size", help="Patches per forward pass.")] = 256,
-    num_workers: _Ann[
+    protocol: Annotated[str, typer.Option("--protocol", help="study (the paper's code) or clean.")] = "study",
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Data folder (default $PARTBENCH_HOME/data/D).")
+    ] = None,
+    features_dir: Annotated[Path, typer.Option("--features-dir", help="Cache root.")] = Path("features"),
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.")] = 256,
+    num_workers: Annotated[
         int | None, typer.Option("--num-workers", help="DataLoader workers (default: min(8, CPUs)).")
     ] = None,
-    dtype: _Ann[str, typer.Option("--dtype", help="auto (CUDA: bf16, else fp32), fp32, bf16, fp16")] = "auto",
-    tokens: _Ann[bool, typer.Option("--tokens", help="Also store final token grids (tokens.npy).")] = False,
-    compile: _Ann[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
-    shard_size: _Ann[
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto (CUDA: bf16, else fp32), fp32, bf16, fp16")
+    ] = "auto",
+    tokens: Annotated[
+        bool, typer.Option("--tokens", help="Also store final token grids (tokens.npy).")
+    ] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoder.")] = False,
+    shard_size: Annotated[
         int | None, typer.Option("--shard-size", help="Items per resumable shard (4096; 512 with --tokens).")
     ] = None,
 ) -> None:
@@ -240,34 +242,31 @@ def extract_cmd(
 
 
 # --- section: probe retrieval / classify (partbench.probes) ----------------------------------
-from pathlib import Path as _RCPath  # noqa: E402  (imports of this section stay in it)
-from typing import Annotated as _RCAnn  # noqa: E402
 
 _rc = typer.Option
 
 
 @probe_app.command("retrieval")
 def probe_retrieval_cmd(
-    model: _RCAnn[str, _rc("--model", help="Encoder name whose features were extracted.")],
-    dataset: _RCAnn[str, _rc("--dataset", help="cub-parts or coco-parts (or any extracted set).")],
-    split: _RCAnn[str, _rc("--split", help="Cached split to retrieve within.")] = "retrieval",
-    feature: _RCAnn[
+    model: Annotated[str, _rc("--model", help="Encoder name whose features were extracted.")],
+    dataset: Annotated[str, _rc("--dataset", help="cub-parts or coco-parts (or any extracted set).")],
+    split: Annotated[str, _rc("--split", help="Cached split to retrieve within.")] = "retrieval",
+    feature: Annotated[
         list[str] | None, _rc("--feature", help="embedding, cls_token, projection (default: all cached).")
     ] = None,
-    features_dir: _RCAnn[_RCPath, _rc("--features-dir", help="Feature cache root.")] = _RCPath("features"),
-    results_dir: _RCAnn[_RCPath, _rc("--results-dir", help="Result JSON root.")] = _RCPath("results"),
-    protocol: _RCAnn[
+    features_dir: Annotated[Path, _rc("--features-dir", help="Feature cache root.")] = Path("features"),
+    results_dir: Annotated[Path, _rc("--results-dir", help="Result JSON root.")] = Path("results"),
+    protocol: Annotated[
         str | None,
         _rc("--protocol", help="study (query in its own ranking) or clean (default: the cache's)."),
     ] = None,
-    bootstrap: _RCAnn[
+    bootstrap: Annotated[
         int, _rc("--bootstrap", help="Bootstrap resamples of the queries for ci95 (0: none).")
     ] = 0,
-    seed: _RCAnn[int, _rc("--seed", help="Bootstrap seed.")] = 0,
-    device: _RCAnn[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, _rc("--seed", help="Bootstrap seed.")] = 0,
+    device: Annotated[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Part retrieval: cosine similarity on cached features, AP (mean over queries) and mAP."""
-    import json as _json
 
     from partbench.probes.retrieval import run_retrieval
 
@@ -285,33 +284,32 @@ def probe_retrieval_cmd(
         log=lambda msg: console.print(msg, highlight=False),
     )
     for path in paths:
-        m = _json.loads(path.read_text())["metrics"]
+        m = json.loads(path.read_text())["metrics"]
         typer.echo(f"{path}: AP {m['AP']:.2f} mAP {m['mAP']:.2f}")
 
 
 @probe_app.command("classify")
 def probe_classify_cmd(
-    model: _RCAnn[str, _rc("--model", help="Encoder name whose train/val features were extracted.")],
-    dataset: _RCAnn[str, _rc("--dataset", help="cub-parts, coco-parts or imagenet.")],
-    head: _RCAnn[
+    model: Annotated[str, _rc("--model", help="Encoder name whose train/val features were extracted.")],
+    dataset: Annotated[str, _rc("--dataset", help="cub-parts, coco-parts or imagenet.")],
+    head: Annotated[
         str, _rc("--head", help="linear (cls token) or attentive (all tokens; needs --tokens).")
     ] = "linear",
-    features_dir: _RCAnn[_RCPath, _rc("--features-dir", help="Feature cache root.")] = _RCPath("features"),
-    results_dir: _RCAnn[_RCPath, _rc("--results-dir", help="Result JSON root.")] = _RCPath("results"),
-    epochs: _RCAnn[int, _rc("--epochs", help="Training epochs (study: 90).")] = 90,
-    batch_size: _RCAnn[int, _rc("--batch-size", help="Batch size (study: 1024).")] = 1024,
-    lr: _RCAnn[
+    features_dir: Annotated[Path, _rc("--features-dir", help="Feature cache root.")] = Path("features"),
+    results_dir: Annotated[Path, _rc("--results-dir", help="Result JSON root.")] = Path("results"),
+    epochs: Annotated[int, _rc("--epochs", help="Training epochs (study: 90).")] = 90,
+    batch_size: Annotated[int, _rc("--batch-size", help="Batch size (study: 1024).")] = 1024,
+    lr: Annotated[
         float | None, _rc("--lr", help="Learning rate (default: 0.1 linear / 0.01 attentive × bs/256).")
     ] = None,
-    seed: _RCAnn[int, _rc("--seed", help="Head init and shuffling.")] = 0,
-    protocol: _RCAnn[
+    seed: Annotated[int, _rc("--seed", help="Head init and shuffling.")] = 0,
+    protocol: Annotated[
         str | None, _rc("--protocol", help="study (BN batch stats at eval) or clean (default: the cache's).")
     ] = None,
-    bootstrap: _RCAnn[int, _rc("--bootstrap", help="Bootstrap resamples of the val items for ci95.")] = 0,
-    device: _RCAnn[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    bootstrap: Annotated[int, _rc("--bootstrap", help="Bootstrap resamples of the val items for ci95.")] = 0,
+    device: Annotated[str, _rc("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Part classification: train a linear or attentive head on cached train features, top-1 on val."""
-    import json as _json
 
     from rich.progress import Progress
 
@@ -340,47 +338,48 @@ def probe_classify_cmd(
             bootstrap=bootstrap,
             on_epoch=_advance,
         )
-    m = _json.loads(path.read_text())["metrics"]
+    m = json.loads(path.read_text())["metrics"]
     typer.echo(f"{path}: top1 {m['top1']:.2f} (best {m['top1_best']:.2f})")
 
 
 # --- section: probe segment (partbench.probes.segment) ---------------------------------------
-from pathlib import Path as _SP  # noqa: E402  (imports of this section stay in it)
-from typing import Annotated as _SA  # noqa: E402
 
 _seg = typer.Option
 
 
 @probe_app.command("segment")
 def probe_segment_cmd(
-    model: _SA[str, _seg("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
-    dataset: _SA[str, _seg("--dataset", help="ade20k-part, pascal-part, lip, ade20k-object, ...")],
-    checkpoint: _SA[
+    model: Annotated[str, _seg("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
+    dataset: Annotated[str, _seg("--dataset", help="ade20k-part, pascal-part, lip, ade20k-object, ...")],
+    checkpoint: Annotated[
         str | None, _seg("--checkpoint", help="Checkpoint file (default: the registry's).")
     ] = None,
-    arch: _SA[str | None, _seg("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
-    data_root: _SA[
-        _SP | None, _seg("--data-root", help="Data folder (default $PARTBENCH_HOME/data/D).")
+    arch: Annotated[str | None, _seg("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
+    data_root: Annotated[
+        Path | None, _seg("--data-root", help="Data folder (default $PARTBENCH_HOME/data/D).")
     ] = None,
-    iters: _SA[int, _seg("--iters", help="Training iterations (study: 160000).")] = 160_000,
-    batch_size: _SA[int, _seg("--batch-size", help="Global batch size (study: 16).")] = 16,
-    crop: _SA[int | None, _seg("--crop", help="Crop side; scales and slide window scale with it.")] = None,
-    mode: _SA[
+    iters: Annotated[int, _seg("--iters", help="Training iterations (study: 160000).")] = 160_000,
+    batch_size: Annotated[int, _seg("--batch-size", help="Global batch size (study: 16).")] = 16,
+    crop: Annotated[
+        int | None, _seg("--crop", help="Crop side; scales and slide window scale with it.")
+    ] = None,
+    mode: Annotated[
         str, _seg("--mode", help="full (study: backbone in the loop) or fast (cached features).")
     ] = "full",
-    eval_every: _SA[int, _seg("--eval-every", help="Evaluate every N iterations (0: at the end).")] = 16_000,
-    ckpt_every: _SA[int, _seg("--ckpt-every", help="Checkpoint every N iterations.")] = 2000,
-    resume: _SA[bool, _seg("--resume/--no-resume", help="Resume from the run's checkpoint.")] = True,
-    runs_dir: _SA[_SP, _seg("--runs-dir", help="Checkpoints and caches.")] = _SP("runs"),
-    results_dir: _SA[_SP, _seg("--results-dir", help="Result JSON root.")] = _SP("results"),
-    protocol: _SA[str, _seg("--protocol", help="study (the paper's code) or clean.")] = "study",
-    device: _SA[str, _seg("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    num_workers: _SA[int, _seg("--num-workers", help="DataLoader workers.")] = 4,
-    seed: _SA[int, _seg("--seed", help="Head init and data order.")] = 0,
-    bootstrap: _SA[int, _seg("--bootstrap", help="Bootstrap resamples for ci95 (0: none).")] = 0,
+    eval_every: Annotated[
+        int, _seg("--eval-every", help="Evaluate every N iterations (0: at the end).")
+    ] = 16_000,
+    ckpt_every: Annotated[int, _seg("--ckpt-every", help="Checkpoint every N iterations.")] = 2000,
+    resume: Annotated[bool, _seg("--resume/--no-resume", help="Resume from the run's checkpoint.")] = True,
+    runs_dir: Annotated[Path, _seg("--runs-dir", help="Checkpoints and caches.")] = Path("runs"),
+    results_dir: Annotated[Path, _seg("--results-dir", help="Result JSON root.")] = Path("results"),
+    protocol: Annotated[str, _seg("--protocol", help="study (the paper's code) or clean.")] = "study",
+    device: Annotated[str, _seg("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    num_workers: Annotated[int, _seg("--num-workers", help="DataLoader workers.")] = 4,
+    seed: Annotated[int, _seg("--seed", help="Head init and data order.")] = 0,
+    bootstrap: Annotated[int, _seg("--bootstrap", help="Bootstrap resamples for ci95 (0: none).")] = 0,
 ) -> None:
     """Linear segmentation probe on blocks 4/6/8/12 of a frozen encoder (torchrun-ready, resumable)."""
-    import json as _json
 
     from partbench.probes.segment import run_segment
 
@@ -406,51 +405,57 @@ def probe_segment_cmd(
         bootstrap=bootstrap,
     )
     if path is not None:
-        m = _json.loads(path.read_text())["metrics"]
+        m = json.loads(path.read_text())["metrics"]
         typer.echo(f"{path}: mIoU {m['mIoU']} mAcc {m['mAcc']} aAcc {m['aAcc']} (best mIoU {m['mIoU_best']})")
 
 
 # --- section: probe layers (partbench.probes.layers) -----------------------------------------
-from pathlib import Path as _LP  # noqa: E402  (imports of this section stay in it)
-from typing import Annotated as _LA  # noqa: E402
 
 _lo = typer.Option
 
 
 @probe_app.command("layers")
 def probe_layers_cmd(
-    model: _LA[str, _lo("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
-    dataset: _LA[
+    model: Annotated[str, _lo("--model", help="Encoder name (see `partbench models`) or timm:<name>.")],
+    dataset: Annotated[
         str,
         _lo(
             "--dataset",
             help="cub-parts (part and bird-class levels) or coco-parts; --task segment: a segmentation set.",
         ),
     ],
-    task: _LA[
+    task: Annotated[
         str,
         _lo("--task", help="retrieval (AP), classify (linear probe) or segment (linear head), per block."),
     ] = "retrieval",
-    feature: _LA[str, _lo("--feature", help="mean (of patch tokens) or cls, per block.")] = "mean",
-    checkpoint: _LA[str | None, _lo("--checkpoint", help="Checkpoint (default: the registry's).")] = None,
-    arch: _LA[str | None, _lo("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
-    protocol: _LA[str, _lo("--protocol", help="study (the paper's code) or clean.")] = "study",
-    data_root: _LA[_LP | None, _lo("--data-root", help="Data (default $PARTBENCH_HOME/data/D).")] = None,
-    features_dir: _LA[_LP, _lo("--features-dir", help="Cache root (layers.safetensors).")] = _LP("features"),
-    results_dir: _LA[_LP, _lo("--results-dir", help="Result JSON root.")] = _LP("results"),
-    bootstrap: _LA[int, _lo("--bootstrap", help="Bootstrap resamples for ci95 (0: none).")] = 200,
-    epochs: _LA[int, _lo("--epochs", help="classify: epochs of each linear probe (study: 90).")] = 90,
-    seed: _LA[int, _lo("--seed", help="Bootstrap and probe seed.")] = 0,
-    device: _LA[str, _lo("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: _LA[int, _lo("--batch-size", help="Patches per backbone pass.")] = 256,
-    num_workers: _LA[int | None, _lo("--num-workers", help="DataLoader workers.")] = None,
-    iters: _LA[int, _lo("--iters", help="segment: training iterations (study: 160000).")] = 160_000,
-    seg_batch_size: _LA[int, _lo("--seg-batch-size", help="segment: images per iteration.")] = 16,
-    crop: _LA[int | None, _lo("--crop", help="segment: crop size (default: the set's).")] = None,
-    blocks_per_pass: _LA[
+    feature: Annotated[str, _lo("--feature", help="mean (of patch tokens) or cls, per block.")] = "mean",
+    checkpoint: Annotated[
+        str | None, _lo("--checkpoint", help="Checkpoint (default: the registry's).")
+    ] = None,
+    arch: Annotated[str | None, _lo("--arch", help="timm overrides, e.g. embed_dim=64,depth=4.")] = None,
+    protocol: Annotated[str, _lo("--protocol", help="study (the paper's code) or clean.")] = "study",
+    data_root: Annotated[
+        Path | None, _lo("--data-root", help="Data (default $PARTBENCH_HOME/data/D).")
+    ] = None,
+    features_dir: Annotated[Path, _lo("--features-dir", help="Cache root (layers.safetensors).")] = Path(
+        "features"
+    ),
+    results_dir: Annotated[Path, _lo("--results-dir", help="Result JSON root.")] = Path("results"),
+    bootstrap: Annotated[int, _lo("--bootstrap", help="Bootstrap resamples for ci95 (0: none).")] = 200,
+    epochs: Annotated[int, _lo("--epochs", help="classify: epochs of each linear probe (study: 90).")] = 90,
+    seed: Annotated[int, _lo("--seed", help="Bootstrap and probe seed.")] = 0,
+    device: Annotated[str, _lo("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, _lo("--batch-size", help="Patches per backbone pass.")] = 256,
+    num_workers: Annotated[int | None, _lo("--num-workers", help="DataLoader workers.")] = None,
+    iters: Annotated[int, _lo("--iters", help="segment: training iterations (study: 160000).")] = 160_000,
+    seg_batch_size: Annotated[int, _lo("--seg-batch-size", help="segment: images per iteration.")] = 16,
+    crop: Annotated[int | None, _lo("--crop", help="segment: crop size (default: the set's).")] = None,
+    blocks_per_pass: Annotated[
         int | None, _lo("--blocks-per-pass", help="segment: heads trained together (default: all).")
     ] = None,
-    runs_dir: _LA[_LP, _lo("--runs-dir", help="segment: run folder (cache, checkpoints).")] = _LP("runs"),
+    runs_dir: Annotated[Path, _lo("--runs-dir", help="segment: run folder (cache, checkpoints).")] = Path(
+        "runs"
+    ),
 ) -> None:
     """Part- vs object-level probe on every block (one backbone pass); one result JSON per block."""
     from partbench.probes.layers import run_layers
@@ -482,15 +487,6 @@ def probe_layers_cmd(
 
 
 # --- section: report, run (partbench.report, partbench.pipeline) -----------------------------
-from pathlib import Path  # noqa: E402  (imports of this section stay in it: sections are edited apart)
-from typing import Annotated  # noqa: E402
-
-
-def _split_names(values: list[str] | None) -> list[str] | None:
-    """`--models a,b --models c` -> [a, b, c]; None when not given."""
-    if not values:
-        return None
-    return [name.strip() for v in values for name in v.split(",") if name.strip()]
 
 
 @app.command("report")
