@@ -57,8 +57,12 @@ def read_checkpoint(path: str | Path) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's zip errors run on for lines)."""
     text = str(exc).strip().splitlines()
-    return text[0][:160] if text else ""
+    if not text:
+        return ""
+    first = text[0].split(". ")[0].rstrip(".")
+    return first if len(first) <= 160 else first[:157] + "..."
 
 
 def guess_layout(obj: Any) -> str | None:
