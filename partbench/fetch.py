@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -182,7 +183,9 @@ def _fetch_one(
     dest = dest_dir / rf.filename
     if from_path is not None:
         given = _find_in(from_path, rf, aliases)
-        dest = dest_dir / given.name
+        # A Drive entry keeps the name it has (archives are matched by stem); a file saved under its
+        # official URL name is registered under the registry's name.
+        dest = dest_dir / (given.name if rf.kind is SourceKind.GDRIVE_FOLDER else rf.filename)
         digest = place_file(given, dest, rf, mode="link" if options.link else "copy")
         status = Status.REGISTERED
     elif rf.kind is SourceKind.HTTP:
@@ -271,10 +274,21 @@ def _matches(name: str, rf: RemoteFile, aliases: Sequence[str]) -> bool:
     }
 
 
+def _official_tail(rf: RemoteFile) -> tuple[str, ...] | None:
+    """The URL's last two path parts when the registry stores the file under another name (iBOT's
+    `vitb_16_rand_mask/checkpoint.pth` is kept as `ibot_vitb_16_rand_mask_checkpoint.pth`)."""
+    parts = tuple(urllib.parse.urlsplit(rf.url).path.rstrip("/").split("/")[-2:])
+    return parts if rf.kind is SourceKind.HTTP and len(parts) == 2 and parts[-1] != rf.filename else None
+
+
 def _candidates(folder: Path, rf: RemoteFile, aliases: Sequence[str]) -> list[Path]:
-    """Files in `folder` or one folder down that are `rf` (by name; Drive entries by archive stem)."""
+    """Files in `folder` or one folder down that are `rf`: by name (Drive entries by archive stem), or
+    saved under the official URL's own name (`<parent>/<file>` as in the URL)."""
+    tail = _official_tail(rf)
     found = [
-        p for p in (*folder.iterdir(), *folder.glob("*/*")) if p.is_file() and _matches(p.name, rf, aliases)
+        p
+        for p in (*folder.iterdir(), *folder.glob("*/*"))
+        if p.is_file() and (_matches(p.name, rf, aliases) or (tail is not None and p.parts[-2:] == tail))
     ]
     return sorted(found, key=lambda p: (len(p.parts), p.name != rf.filename, str(p)))
 

@@ -370,3 +370,21 @@ def test_from_folder_skips_absent_alternates_but_not_the_primary(
     _fake_model(monkeypatch, (RemoteFile("u2", "dino_backbone.pth"), RemoteFile("u1", "dino_full.pth")))
     records = fetch(["tiny"], from_path=tmp_path, dest_root=tmp_path / "r", options=FAST)
     assert records[0].status is Status.FAILED and "no dino_backbone.pth" in records[0].detail
+
+
+def test_from_folder_finds_a_file_saved_under_its_official_url_name(tmp_path: Path) -> None:
+    # iBOT's URLs end in the generic vitb_16_rand_mask/checkpoint{,_teacher}.pth; the registry keeps
+    # them as ibot_vitb_16_rand_mask_checkpoint{,_teacher}.pth, and a user's copy has the URL's name.
+    official = tmp_path / "downloads" / "vitb_16_rand_mask"
+    official.mkdir(parents=True)
+    (official / "checkpoint.pth").write_bytes(CKPT)
+    (official / "checkpoint_teacher.pth").write_bytes(CKPT + b"teacher")
+    (official / "unrelated.pth").write_bytes(b"x")
+    records = fetch(["ibot"], from_path=tmp_path / "downloads", options=FAST)
+    assert [(r.filename, r.status) for r in records] == [
+        ("ibot_vitb_16_rand_mask_checkpoint.pth", Status.REGISTERED),
+        ("ibot_vitb_16_rand_mask_checkpoint_teacher.pth", Status.REGISTERED),
+    ]
+    assert (
+        checkpoints_dir() / "ibot_vitb_16_rand_mask_checkpoint_teacher.pth"
+    ).read_bytes() == CKPT + b"teacher"
