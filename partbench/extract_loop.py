@@ -19,6 +19,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from partbench import __version__
 from partbench import distributed as D
 from partbench import feature_cache as fc
+from partbench.devices import resolve_device, resolve_dtype
 from partbench.errors import CacheError, PartbenchError
 from partbench.extract_runner import Forward, ShardRunner, one_line_errors, progress_bar
 from partbench.features import patch_transform, transform_name
@@ -115,20 +116,6 @@ class _Offset(Dataset):
         return patches, idx + self.offset
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PartbenchError(f"--device {device}: CUDA is not available on this machine")
-    return device
-
-
-def resolve_dtype(dtype: str, device_type: str) -> str:
-    if dtype == "auto":
-        return "bf16" if device_type == "cuda" else "fp32"
-    return dtype
-
-
 @dataclass
 class Extraction:
     """One `partbench extract` run past the fast path (see `features.run_extract`)."""
@@ -155,7 +142,7 @@ class Extraction:
     def run(self) -> Any:
         from partbench.features import ExtractOutcome, shard_ranges
 
-        device = resolve_device(self.device)
+        device = str(resolve_device(self.device))
         device_type = torch.device(device).type
         dtype = resolve_dtype(self.dtype, device_type)
         owns_group = not D.is_initialized()

@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from partbench.config import Protocol, as_protocol
+from partbench.devices import resolve_device
 from partbench.errors import CacheError
 from partbench.feature_cache import FeatureSet, cache_dir_for, load_features
 from partbench.metrics import bootstrap_ci, top1_accuracy
 from partbench.probes.heads import AttentiveHead, LinearHead, default_num_heads
 from partbench.probes.results import measure_run, provenance, result_path, write_result
-from partbench.probes.retrieval import cache_protocol, manifest_value, resolve_device
+from partbench.probes.retrieval import cache_protocol, manifest_value
 
 HEADS = ("linear", "attentive")
 BASE_LR = {"linear": 0.1, "attentive": 0.01}

@@ -113,14 +113,15 @@ def extract_layers(
     """Build (or reuse) the per-block cache of `model` on `dataset`/`split`; returns the cache folder."""
     from torch.utils.data import DataLoader
 
+    from partbench.devices import resolve_device, resolve_dtype
     from partbench.encoders import load_encoder, parse_arch
-    from partbench.extract_loop import resolve_data, resolve_device, resolve_dtype
+    from partbench.extract_loop import resolve_data
 
     if batch_size < 1:
         raise PartbenchError(f"--batch-size must be at least 1, got {batch_size}")
     cache_dir = fc.cache_dir_for(features_dir, model, dataset, split)
     dev = resolve_device(device)
-    dev_type = torch.device(dev).type
+    dev_type = dev.type
     dt = resolve_dtype(dtype, dev_type)
     arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
     enc = load_encoder(model, checkpoint=checkpoint, protocol=protocol, **arch_kw).to(dev)

@@ -32,13 +32,13 @@ from typing import Any
 import torch
 
 from partbench.config import as_protocol
+from partbench.devices import resolve_device
 from partbench.errors import PartbenchError
 from partbench.metrics import bootstrap_ci, class_mean_ap, retrieval_ap
 from partbench.probes.classify import BASE_LR as CLASSIFY_BASE_LR
 from partbench.probes.classify import train_linear_probe
 from partbench.probes.layer_cache import LayerFeatures, extract_layers, load_layers
 from partbench.probes.results import measure_run, provenance, result_path, write_result
-from partbench.probes.retrieval import resolve_device
 
 TASKS = ("retrieval", "classify")  # and "segment": `seg_layers.run_segment_layers`
 FEATURES = ("mean", "cls")

@@ -13,22 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from partbench.config import as_protocol
+from partbench.devices import resolve_device
 from partbench.errors import CacheError
 from partbench.feature_cache import FEATURE_NAMES, FeatureSet, cache_dir_for, load_features
 from partbench.metrics import bootstrap_ci, class_mean_ap, retrieval_ap
 from partbench.probes.results import measure_run, provenance, result_path, write_result
 
 DEFAULT_FEATURES = FEATURE_NAMES  # ("embedding", "cls_token", "projection")
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` → CUDA when present, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def manifest_value(manifest: dict[str, Any], key: str) -> Any:

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from partbench.config import as_protocol, data_dir
 from partbench.datasets import SegmentationDataset
 from partbench.datasets.segmentation import get_seg_spec
+from partbench.devices import resolve_device
 from partbench.distributed import DistContext, env_world_size
 from partbench.errors import PartbenchError
 from partbench.metrics import ConfusionMatrix
@@ -53,7 +54,6 @@ from partbench.probes.segment import (
     FAST_CACHE_KEYS,
     VARIANTS,
     _progress,
-    _resolve_device,
     result_config,
     run_fingerprint,
     seg_sets,
@@ -163,7 +163,7 @@ def run_segment_layers(
         ignore_index=spec.ignore_index,
     )
     root = Path(data_root) if data_root is not None else data_dir() / dataset
-    dev = torch.device(_resolve_device(device))
+    dev = resolve_device(device)
     arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
     run_dir = Path(runs_dir) / "layers" / "segment" / dataset / f"{safe_name(model)}__{VARIANTS['fast']}"
     ctx = DistContext()

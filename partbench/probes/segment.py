@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from partbench.config import Protocol, as_protocol, data_dir
 from partbench.datasets import SegmentationDataset
 from partbench.datasets.segmentation import get_seg_spec
+from partbench.devices import resolve_device
 from partbench.distributed import barrier, device_for, init_from_env, shutdown
 from partbench.errors import PartbenchError
 from partbench.probes.results import measure_run, provenance, result_path, safe_name, write_result
@@ -61,14 +62,6 @@ from partbench.probes.slide import evaluate_slide
 
 MODES = ("full", "fast")
 VARIANTS = {"full": "linear", "fast": "linear-fast"}
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PartbenchError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def feature_name(layers: tuple[int, ...]) -> str:
@@ -181,9 +174,9 @@ def run_segment(
         ignore_index=spec.ignore_index,
     )
     root = Path(data_root) if data_root is not None else data_dir() / dataset
-    dev_name = _resolve_device(device)
-    ctx = init_from_env(torch.device(dev_name).type)
-    dev = torch.device(device_for(ctx, dev_name))
+    dev_name = resolve_device(device)
+    ctx = init_from_env(dev_name.type)
+    dev = torch.device(device_for(ctx, str(dev_name)))
     arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
     variant = VARIANTS[mode]
     run_dir = Path(runs_dir) / "segment" / dataset / f"{safe_name(model)}__{variant}"
