@@ -336,6 +336,18 @@ def test_protocols_get_separate_rows(tmp_path):
     assert "| MAE | study | paper | 28.0 (paper 28.5, Δ −0.5) ✓" in t3
 
 
+def test_each_result_file_is_read_once_per_report(results, tmp_path, monkeypatch):
+    """The tables and the "Beyond the paper" section share one read of the result files."""
+    import partbench.probes.results as probe_results
+
+    reads: list[Path] = []
+    real = probe_results.read_result
+    monkeypatch.setattr(probe_results, "read_result", lambda path: reads.append(path) or real(path))
+    build_report(results, PROJECT_CSV, tmp_path / "out")
+    on_disk = sorted(results.rglob("*.json"))
+    assert len(on_disk) == 13 and sorted(reads) == on_disk
+
+
 # --- bad inputs ---------------------------------------------------------------------------------
 
 

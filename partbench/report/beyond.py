@@ -19,6 +19,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -85,10 +86,18 @@ class Curves:
         return f"{CURVE_PREFIX}{self.dataset}__{self.task}-{self.feature}"
 
 
-def load_layer_curves(results_dir: Path, suite: str | None = None) -> list[Curves]:
-    """Group every `layers` result under `results_dir` into curves; points sorted along the depth."""
+def load_layer_curves(
+    results_dir: Path,
+    suite: str | None = None,
+    *,
+    results: Iterable[tuple[Path, dict[str, Any]]] | None = None,
+) -> list[Curves]:
+    """Group every `layers` result under `results_dir` into curves; points sorted along the depth.
+
+    `results`: the (path, result) pairs of `results_dir` when the caller has already read them.
+    """
     groups: dict[tuple[str, ...], Curves] = {}
-    for path, res in iter_results(Path(results_dir)):
+    for path, res in results if results is not None else iter_results(Path(results_dir)):
         cfg, metrics = res["config"], res["metrics"]
         if cfg.get("task") != "layers" or (suite is not None and cfg.get("suite") != suite):
             continue
@@ -251,11 +260,13 @@ def beyond_section(
     suite: str | None = None,
     figures: Iterable[str] = (),
     features_dir: Path = Path("features"),
+    results: Iterable[tuple[Path, dict[str, Any]]] | None = None,
 ) -> tuple[str, list[Path]]:
     """Draw the section's figures into `out/figures/` and return (markdown, files written).
 
     Layer curves are drawn for every group of `layers` results; `figures` adds opt-in figures
-    (`retrieval-grid`). Returns ("", []) when there is nothing to show.
+    (`retrieval-grid`). Returns ("", []) when there is nothing to show. `results`: the result
+    files of `results_dir` already read (`build_report` reads them once for the whole report).
     """
     figures = list(figures)
     unknown = [f for f in figures if f not in BEYOND_FIGURES]
@@ -268,7 +279,7 @@ def beyond_section(
                 old.unlink()
     md: list[str] = []
     files: list[Path] = []
-    all_curves = load_layer_curves(results_dir, suite)
+    all_curves = load_layer_curves(results_dir, suite, results=results)
     multi = len({(c.protocol, c.suite) for c in all_curves}) > 1
     for curves in all_curves:
         stem = curves.stem + (f"__{curves.suite}-{curves.protocol}" if multi else "")

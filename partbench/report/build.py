@@ -14,7 +14,13 @@ from partbench.report.figures import part_vs_object_figure, retrieval_projection
 from partbench.report.mapping import Column
 from partbench.report.reference import default_reference_path, load_paper_cells, paper_values
 from partbench.report.render import SMOKE_BANNER, fmt, fmt_delta, render_claims, render_table, tolerance_line
-from partbench.report.results import SMOKE_SUITE, Measurement, ReportInputError, load_measurements
+from partbench.report.results import (
+    SMOKE_SUITE,
+    Measurement,
+    ReportInputError,
+    load_measurements,
+    read_results,
+)
 from partbench.report.tables import DEFAULT_TOLERANCE, Table, build_table, column_header, pick, table_specs
 
 FIGURE_NAMES = ("part_vs_object", "retrieval_encoded_vs_projected")
@@ -113,7 +119,8 @@ def build_report(
     tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
     reference = Path(reference) if reference is not None else default_reference_path()
     cells = load_paper_cells(reference)
-    measurements = load_measurements(results_dir, suite)
+    results = read_results(results_dir)  # every result JSON read once, for the tables and "Beyond"
+    measurements = load_measurements(results_dir, suite, results=results)
     if not measurements:
         only = f" of suite {suite!r}" if suite else ""
         raise ReportInputError(
@@ -196,7 +203,7 @@ def build_report(
         "",
     ]
     beyond_md, beyond_files = beyond_section(  # "Beyond the paper" (report/beyond.py)
-        results_dir, out, suite=suite, figures=figures, features_dir=features_dir
+        results_dir, out, suite=suite, figures=figures, features_dir=features_dir, results=results
     )
     body.append(beyond_md)
     summary.files.extend(beyond_files)

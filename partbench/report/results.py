@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,25 @@ def measurements_from(path: Path, result: dict[str, Any]) -> list[Measurement]:
     return out
 
 
-def load_measurements(results_dir: Path, suite: str | None = None) -> list[Measurement]:
-    """Every numeric metric of every result JSON under `results_dir` (optionally one suite only)."""
+def read_results(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every result JSON under `results_dir`, read once (a report build shares the list)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportInputError(f"{results_dir}: no results folder (run the probes first)")
+    return list(iter_results(results_dir))
+
+
+def load_measurements(
+    results_dir: Path,
+    suite: str | None = None,
+    *,
+    results: Iterable[tuple[Path, dict[str, Any]]] | None = None,
+) -> list[Measurement]:
+    """Every numeric metric of every result JSON under `results_dir` (optionally one suite only).
+
+    `results`: the (path, result) pairs of `results_dir` when the caller has already read them.
+    """
     found: list[Measurement] = []
-    for path, result in iter_results(results_dir):
+    for path, result in results if results is not None else read_results(results_dir):
         found.extend(m for m in measurements_from(path, result) if suite is None or m.suite == suite)
     return found
