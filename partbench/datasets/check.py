@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from partbench.config import Protocol
 from partbench.datasets.coco import coco_part_patches
+from partbench.datasets.crops import PartItem
 from partbench.datasets.cub import cub_part_patches, read_images, read_split
 from partbench.datasets.parts import PART_DATASETS, part_images_dir, resolve_data_root
 from partbench.errors import DatasetError
@@ -72,12 +73,19 @@ def check_parts(name: str, root: str | Path) -> Report:
             where = base / "images.txt" if name == "cub-parts" else part_images_dir(name, base, split)
             problems.append(f"{where}: split {split!r} has {n} images, the official set {official}")
     read = cub_part_patches if name == "cub-parts" else coco_part_patches
+    results: dict[str, list[PartItem] | DatasetError] = {}
     for split in spec.splits:
-        try:
-            items = read(base, split, Protocol.STUDY, check_files=False)
-        except DatasetError as exc:
+        # COCO's retrieval split is train2017: its annotation file is parsed once for both
+        source = "train" if name == "coco-parts" and split == "retrieval" else split
+        if source not in results:
+            try:
+                results[source] = read(base, source, Protocol.STUDY, check_files=False)
+            except DatasetError as exc:
+                results[source] = exc
+        items = results[source]
+        if isinstance(items, DatasetError):
             if split != "retrieval" or name == "cub-parts":
-                problems.append(str(exc))
+                problems.append(str(items))
             continue
         per_class = Counter(item.part for item in items)
         counts[split] = {c: per_class.get(c, 0) for c in spec.classes}
