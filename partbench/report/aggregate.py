@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from partbench.fsutil import atomic_write_json, atomic_write_text
 from partbench.report.mapping import Column
 from partbench.report.reference import PaperCell
 from partbench.report.results import Measurement
+from partbench.report.tables import within_tolerance
 
 FIELDS = (
     "task",
@@ -47,7 +47,7 @@ def aggregate_rows(
         tol = tolerance.get(m.metric)
         within = None
         if judged and tol is not None and delta is not None:
-            within = (not math.isnan(delta)) and abs(delta) <= tol + 1e-9
+            within = within_tolerance(delta, tol)
         rows.append(
             {
                 "task": m.task,

@@ -59,6 +59,11 @@ FIG6_COLUMNS = tuple(
 )
 
 
+def within_tolerance(delta: float, tolerance: float) -> bool:
+    """|ours − paper| ≤ tolerance (with float slack); a NaN difference is never within."""
+    return not math.isnan(delta) and abs(delta) <= tolerance + 1e-9
+
+
 def column_header(column: Column) -> str:
     """`CUB retr. encoded AP`, `ADE20K-Part mIoU`, ..."""
     task = {"retrieval": "retr.", "classification": "cls.", "segmentation": ""}[column.task]
@@ -127,7 +132,7 @@ class Cell:
         d = self.delta
         if d is None or not self.marked or self.tolerance is None:
             return None
-        return not math.isnan(d) and abs(d) <= self.tolerance + 1e-9
+        return within_tolerance(d, self.tolerance)
 
 
 @dataclass(frozen=True)
