@@ -29,11 +29,11 @@ import matplotlib.pyplot as plt
 from partbench.errors import PartbenchError
 from partbench.fsutil import atomic_write, atomic_write_json
 from partbench.probes.results import iter_results
-from partbench.report.mapping import display_model, model_sort_key
+from partbench.report.mapping import PRIMARY_METRIC, TASKS, display_model, model_sort_key
 
 BEYOND_FIGURES = ("retrieval-grid",)  # opt-in figures (`partbench report --figures ...`)
 LEVELS = ("part", "object")
-METRIC = {"retrieval": "AP", "classify": "top1", "segment": "mIoU"}
+METRIC = {task: PRIMARY_METRIC[paper_task] for task, paper_task in TASKS.items()}  # retrieval: AP, ...
 METRIC_LABEL = {
     "AP": "retrieval AP (%)",
     "top1": "linear-probe top-1 (%)",

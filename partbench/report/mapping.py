@@ -44,7 +44,6 @@ DATASETS: dict[str, str] = {
     "lip": "lip-19",
     "imagenet": "imagenet-1k",
 }
-PAPER_TO_DATASET: dict[str, str] = {v: k for k, v in DATASETS.items()}
 
 SEGMENT_FEATURE = "layers_4_6_8_12"
 

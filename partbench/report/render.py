@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from partbench.report.claims import ClaimResult
+from partbench.report.mapping import ENCODED_CLS
 from partbench.report.tables import Cell, Table, column_header
 
 MISSING = "—"
@@ -62,7 +63,7 @@ def render_table(table: Table) -> str:
         ]
         lines.append("| " + " | ".join(_escape(c) for c in cells) + " |")
     lines.append("")
-    if any(c.feature == "encoded (cls)" for c in table.spec.columns):
+    if any(c.feature == ENCODED_CLS for c in table.spec.columns):
         lines.append(
             "`encoded (cls)` is the cls token; the paper's *Encoded* column does not say whether it was the "
             "patch-token mean (`embedding`, judged) or the cls token, so that column shows the paper's value "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from partbench.report.mapping import (
     ENCODED_CLS,
     PAPER_METHODS,
+    SEGMENT_FEATURE,
     Column,
     display_model,
     model_sort_key,
@@ -50,11 +51,11 @@ FEATURE_LABELS: dict[str, str] = {
     "projected": "projected",
     "cls_token": "linear",
     "tokens": "attentive",
-    "layers_4_6_8_12": "",
+    SEGMENT_FEATURE: "",
 }
 # Figure 6 has no numbers in the paper: its columns are ours only.
 FIG6_COLUMNS = tuple(
-    Column("segmentation", d, "layers_4_6_8_12", "linear", "mIoU")
+    Column("segmentation", d, SEGMENT_FEATURE, "linear", "mIoU")
     for d in ("ade20k-object-59", "ade20k-part-209", "pascal-object-16", "pascal-part-193")
 )
 
