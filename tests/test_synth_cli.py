@@ -93,3 +93,20 @@ def test_check_flags_an_incomplete_official_set(synth_root: Path, monkeypatch: p
     assert problems == [
         f"{synth_root / 'cub-parts' / 'images.txt'}: split 'retrieval' has 24 images, the official set 30"
     ]
+
+
+def test_a_failed_write_keeps_the_previous_set(tmp_path: Path) -> None:
+    from partbench.datasets.synth import staged_dir
+
+    final = tmp_path / "cub-parts"
+    final.mkdir()
+    (final / "images.txt").write_text("old\n")
+    with pytest.raises(RuntimeError), staged_dir(final) as tmp:
+        (tmp / "images.txt").write_text("half\n")
+        raise RuntimeError("crash mid-write")
+    assert (final / "images.txt").read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["cub-parts"]  # no temp folder left
+    with staged_dir(final) as tmp:
+        (tmp / "images.txt").write_text("new\n")
+    assert (final / "images.txt").read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["cub-parts"]  # the old set removed

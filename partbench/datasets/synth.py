@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from partbench.datasets.synth_parts import write_coco, write_cub
@@ -19,26 +21,38 @@ PART_SCALES: dict[str, dict[str, int]] = {
 }
 
 
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """A temp folder beside ``final`` to write a whole set into; renamed into place when the block
+    ends (an existing ``final`` is moved aside first, then removed), removed if the block raises,
+    so a crash never leaves a half-written set."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_part_sets(out: str | Path, seed: int = 0, scale: str = "small") -> dict[str, Path]:
-    """Write ``cub-parts`` and ``coco-parts`` to ``out/<name>/``; each set is written to a temp
-    folder beside it and renamed into place, so a crash never leaves a half-written set."""
+    """Write ``cub-parts`` and ``coco-parts`` to ``out/<name>/``, each through ``staged_dir``."""
     if scale not in PART_SCALES:
         raise DatasetError(f"synthetic scale must be one of {', '.join(PART_SCALES)}, got {scale!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for name, writer in (("cub-parts", write_cub), ("coco-parts", write_coco)):
-        final = out / name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-        try:
+        with staged_dir(out / name) as tmp:
             writer(tmp, seed, PART_SCALES[scale][name])
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        written[name] = final
+        written[name] = out / name
     return written
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import colorsys
 import io
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from partbench.datasets.segmentation import SEG_DATASETS, SPLITS, SegDatasetSpec
+from partbench.datasets.synth import staged_dir
 from partbench.errors import DatasetError
 from partbench.fsutil import atomic_write_json
 
@@ -146,8 +145,7 @@ def _write_set(
     scale: str,
 ) -> Path:
     final = out / spec.name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".tmp", dir=out))
-    try:
+    with staged_dir(final) as tmp:
         lut = _mapping(spec, level)
         for split in SPLITS:
             img_dir, ann_dir = spec.split_dirs(tmp, split)
@@ -164,17 +162,6 @@ def _write_set(
              "raw_ids_used": [int(v) for v in lut[1:]],
              "classes_used": [spec.class_names[int(v) - 1] for v in lut[1:]]},
         )  # fmt: skip
-        if final.exists():
-            old = final.with_name(f".{spec.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
