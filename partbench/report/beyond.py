@@ -326,10 +326,12 @@ def beyond_section(
     return "\n".join(["## Beyond the paper", "", intro, "", *md]), files
 
 
-def save_png(fig: plt.Figure, path: Path, dpi: int) -> None:
-    """PNG at exactly figsize x dpi pixels (no tight bounding box), written atomically."""
+def save_png(fig: plt.Figure, path: Path, dpi: int, tight: bool = False) -> None:
+    """PNG written atomically, without a timestamp; exactly figsize x dpi pixels unless `tight`
+    (cropped to the drawn content), then closed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    bbox = "tight" if tight else None
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox, metadata={"Software": None})
     plt.close(fig)
     with atomic_write(path) as fh:
         fh.write(buf.getvalue())

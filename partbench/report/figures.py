@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from partbench.fsutil import atomic_write
+from partbench.report.beyond import save_png
 from partbench.report.claims import encoded, projected
 from partbench.report.mapping import SEGMENT_FEATURE, Column, display_model, model_sort_key
 
@@ -26,14 +25,6 @@ PART_OBJECT_PAIRS = (
 
 def _seg(dataset: str) -> Column:
     return Column("segmentation", dataset, SEGMENT_FEATURE, "linear", "mIoU")
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
 
 
 def _bars(ax: plt.Axes, models: list[str], series: list[tuple[str, list[float]]], title: str) -> None:
@@ -68,7 +59,7 @@ def part_vs_object_figure(scores: Scores, path: Path, title: str = "") -> Path |
         _bars(ax, models, series, f"{name}: object vs part")
     axes[0].set_ylabel("mIoU (%)")
     fig.suptitle(title or "Object-level vs part-level segmentation")
-    _save(fig, path)
+    save_png(fig, path, 110, tight=True)
     return path
 
 
@@ -87,5 +78,5 @@ def retrieval_projection_figure(scores: Scores, path: Path, title: str = "") -> 
         _bars(ax, models, series, f"{name} part retrieval")
     axes[0].set_ylabel("AP (%)")
     fig.suptitle(title or "Part retrieval: encoded vs projected features")
-    _save(fig, path)
+    save_png(fig, path, 110, tight=True)
     return path
