@@ -21,9 +21,10 @@ from partbench import distributed as D
 from partbench import feature_cache as fc
 from partbench.devices import resolve_device, resolve_dtype
 from partbench.errors import CacheError, PartbenchError
-from partbench.extract_runner import Forward, ShardRunner, one_line_errors, progress_bar
+from partbench.extract_runner import Forward, ShardRunner, one_line_errors
 from partbench.features import patch_transform, transform_name
 from partbench.image_folder import IMAGE_EXTENSIONS, IMAGE_FOLDER_DATASETS
+from partbench.progress import ProgressBar
 
 
 @dataclass
@@ -287,8 +288,8 @@ class Extraction:
             if self.on_shard is not None:
                 self.on_shard(i)
 
-        with progress_bar(self.progress, total, label) as advance:
-            runner = ShardRunner(forward, ranges, self.shard_size, self.batch_size, write, advance)
+        with ProgressBar(label, total, enabled=self.progress) as bar:
+            runner = ShardRunner(forward, ranges, self.shard_size, self.batch_size, write, bar.advance)
             for x, idx in one_line_errors(self._loader(data, todo, ranges, forward.device.type == "cuda")):
                 runner.feed(x, idx)
             runner.close()

@@ -136,25 +136,3 @@ class ShardRunner:
             )
         self.write(self.shard, {name: t.cpu() for name, t in self.out.items()})
         self.shard, self.out, self.filled = -1, {}, 0
-
-
-class progress_bar:
-    """A rich progress bar, or nothing when quiet."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.bar = Progress(console=Console(stderr=True), transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from partbench import __version__
 from partbench import feature_cache as fc
 from partbench.errors import CacheError, DatasetError, PartbenchError
 from partbench.fsutil import atomic_write, atomic_write_json
+from partbench.progress import ProgressBar
 
 LAYERS_FILE = "layers.safetensors"
 LAYERS_ITEMS_FILE = "layers_items.csv"
@@ -174,7 +174,7 @@ def extract_layers(
     seen = torch.zeros(n, dtype=torch.bool)
     npfx = enc.num_prefix_tokens
     blocks = list(range(depth))
-    with _progress(progress and sys.stderr.isatty(), n, f"layers {model}/{dataset}/{split}") as advance:
+    with ProgressBar(f"layers {model}/{dataset}/{split}", n, enabled=progress) as bar:
         for x, idx in loader:
             x = x.to(dev, non_blocking=True)
             with torch.inference_mode(), torch.autocast(dev_type, dtype=amp, enabled=amp is not None):
@@ -189,7 +189,7 @@ def extract_layers(
             if proj is not None:
                 projections.append((idx, proj.float().cpu()))
             seen[idx] = True
-            advance(len(idx))
+            bar.advance(len(idx))
     if not bool(seen.all()):
         raise CacheError(f"{cache_dir}: {int((~seen).sum())} items were never extracted")
     if projections:
@@ -283,24 +283,3 @@ def load_layers(cache_dir: str | os.PathLike[str]) -> LayerFeatures:
         cache_key=key,
         cache_dir=cache_dir,
     )
-
-
-class _progress:
-    """A rich bar on a terminal, nothing otherwise; yields `advance(n)`."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label, self.bar = enabled, total, label, None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)  # type: ignore[union-attr]
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()

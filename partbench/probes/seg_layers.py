@@ -53,12 +53,12 @@ from partbench.probes.seg_train import (
 from partbench.probes.segment import (
     FAST_CACHE_KEYS,
     VARIANTS,
-    _progress,
     result_config,
     run_fingerprint,
     seg_sets,
 )
 from partbench.probes.slide import _percent_metrics, slide_inference
+from partbench.progress import ProgressBar
 
 LAYER_FEATURE = "map"  # the block's patch-token map, as the study's segmentation probe reads it
 SLIDE_WINDOWS = 8  # windows per backbone pass in `run_segment`'s evaluation (for one head)
@@ -202,7 +202,7 @@ def run_segment_layers(
             sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, seed, cfg.iters, state.iteration)
             view = feats[:, group[0] * d : (group[-1] + 1) * d]  # only this group's channels are read
             label = f"segment {model} {dataset} blocks {group[0] + 1}-{group[-1] + 1}"
-            with _progress(progress, cfg.iters, state.iteration, label) as advance:
+            with ProgressBar(label, cfg.iters, enabled=progress, completed=state.iteration) as bar:
                 state = train_head(
                     head,
                     optimizer,
@@ -213,7 +213,7 @@ def run_segment_layers(
                     group_dir,
                     fingerprint,
                     device=dev,
-                    progress=advance,
+                    progress=bar.update,
                     loss_fn=partial(BlockSegHeads.loss, head),
                 )
             losses.update(dict.fromkeys(group, state.losses))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from partbench.probes.seg_train import (
     unwrap,
 )
 from partbench.probes.slide import evaluate_slide
+from partbench.progress import ProgressBar
 
 MODES = ("full", "fast")
 VARIANTS = {"full": "linear", "fast": "linear-fast"}
@@ -240,8 +240,8 @@ def run_segment(
                 seed=seed,
             )
 
-        bar = _progress(progress and ctx.is_main, cfg.iters, start_iter, f"segment {model} {dataset}")
-        with bar as advance:
+        label = f"segment {model} {dataset}"
+        with ProgressBar(label, cfg.iters, enabled=progress and ctx.is_main, completed=start_iter) as bar:
             state = train_head(
                 head,
                 optimizer,
@@ -254,7 +254,7 @@ def run_segment(
                 evaluate=evaluate,
                 device=dev,
                 on_iteration=on_iteration,
-                progress=advance,
+                progress=bar.update,
             )
 
     if ctx.is_main:
@@ -352,26 +352,3 @@ def _write(out_path: Path, state: TrainState, config: dict[str, Any], stats: Any
         **prov_extra,
     )
     write_result(out_path, metrics, config, prov)
-
-
-class _progress:
-    """A rich progress bar on a terminal (else nothing); yields `advance(iteration)`."""
-
-    def __init__(self, enabled: bool, total: int, start: int, label: str) -> None:
-        self.enabled, self.total, self.start, self.label = enabled, total, start, label
-        self._cm: Any = nullcontext()
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        import sys
-
-        if not (self.enabled and sys.stderr.isatty()):
-            return None
-        from rich.progress import Progress
-
-        self._cm = Progress(transient=True)
-        bar = self._cm.__enter__()
-        task = bar.add_task(self.label, total=self.total, completed=self.start)
-        return lambda it: bar.update(task, completed=it)
-
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(*exc)
