@@ -57,7 +57,7 @@ from partbench.probes.segment import (
     run_fingerprint,
     seg_sets,
 )
-from partbench.probes.slide import _percent_metrics, slide_inference
+from partbench.probes.slide import percent_metrics, slide_inference
 from partbench.progress import ProgressBar
 
 LAYER_FEATURE = "map"  # the block's patch-token map, as the study's segmentation probe reads it
@@ -110,7 +110,7 @@ def evaluate_blocks(
                 cm.update(pred[g], label)
     out = []
     for cm in cms:
-        metrics = _percent_metrics(cm.result())
+        metrics = percent_metrics(cm.result())
         if bootstrap > 0:
             ci = cm.bootstrap(n=bootstrap, seed=seed)
             metrics["ci95"] = {key: [round(100 * lo, 4), round(100 * hi, 4)] for key, (lo, hi) in ci.items()}

@@ -113,7 +113,8 @@ def slide_inference(
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def _percent_metrics(res: IoUResult) -> dict[str, Any]:
+def percent_metrics(res: IoUResult) -> dict[str, Any]:
+    """mIoU/mAcc/aAcc and per-class IoU in percent (None where a class is absent) for a result file."""
     pct = lambda v: None if not np.isfinite(v) else round(100.0 * float(v), 4)  # noqa: E731
     return {
         "mIoU": pct(res.miou),
@@ -162,7 +163,7 @@ def evaluate_slide(
         matrix = matrix.to(backbone.device)
         dist.all_reduce(matrix)
         cm.matrix = matrix
-    out = _percent_metrics(cm.result())
+    out = percent_metrics(cm.result())
     if bootstrap > 0:
         per_image = np.zeros((0, 3, num_classes)) if mine_only else cm.per_image_areas()
         if ctx.enabled:
