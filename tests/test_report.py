@@ -414,6 +414,17 @@ def test_cli_report(results, tmp_path):
     assert bad.exit_code != 0
 
 
+def test_cli_reference_paper_names_the_papers_table(results, tmp_path, monkeypatch):
+    """DESIGN: `partbench report --reference paper`; any other value is a path to a CSV."""
+    monkeypatch.chdir(tmp_path)  # no reports/paper/ here: the CSV beside the source checkout is used
+    res = CliRunner().invoke(app, ["report", "--results-dir", str(results), "--reference", "paper"])
+    assert res.exit_code == 0, res.output
+    assert f"`{PROJECT_CSV.as_posix()}`" in (tmp_path / "reports" / "report.md").read_text()
+    assert "40.0 (paper 35.0, Δ +5.0) ✗" in (tmp_path / "reports" / "table3.md").read_text()
+    with pytest.raises(ReferenceError, match=r"papers\.csv: cannot read"):
+        build_report(results, tmp_path / "papers.csv", tmp_path / "out")
+
+
 def test_paper_regression_asserts_when_a_real_result_is_present(tmp_path):
     """`-m paper` (test_paper_regression.py): passes within tolerance, fails outside, skips without."""
     from test_paper_regression import test_reproduced_cell_within_tolerance as check

@@ -12,7 +12,7 @@ from partbench.report.beyond import beyond_section
 from partbench.report.claims import ClaimResult, check_claims
 from partbench.report.figures import part_vs_object_figure, retrieval_projection_figure
 from partbench.report.mapping import Column
-from partbench.report.reference import default_reference_path, load_paper_cells, paper_values
+from partbench.report.reference import load_paper_cells, paper_values, reference_path
 from partbench.report.render import SMOKE_BANNER, fmt, fmt_delta, render_claims, render_table, tolerance_line
 from partbench.report.results import (
     SMOKE_SUITE,
@@ -101,7 +101,7 @@ def _other_results(measurements: list[Measurement]) -> str:
 
 def build_report(
     results_dir: Path = Path("results"),
-    reference: Path | None = None,
+    reference: str | Path | None = None,
     out: Path = Path("reports"),
     tolerance: dict[str, float] | None = None,
     suite: str | None = None,
@@ -117,7 +117,7 @@ def build_report(
     Every number comes from a result file; the paper's numbers come only from `reference`.
     """
     tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
-    reference = Path(reference) if reference is not None else default_reference_path()
+    reference = reference_path(reference)
     cells = load_paper_cells(reference)
     results = read_results(results_dir)  # every result JSON read once, for the tables and "Beyond"
     measurements = load_measurements(results_dir, suite, results=results)

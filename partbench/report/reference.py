@@ -44,9 +44,17 @@ def default_reference_path() -> Path:
     return Path(partbench.__file__).resolve().parents[1] / DEFAULT_REFERENCE
 
 
-def load_paper_cells(path: Path | None = None) -> list[PaperCell]:
-    """Read and validate the paper CSV; errors name the file and line."""
-    path = Path(path) if path is not None else default_reference_path()
+def reference_path(reference: str | Path | None) -> Path:
+    """The CSV a `--reference` value names: None or `paper` (DESIGN: `partbench report --reference
+    paper`) is the paper's table, `default_reference_path()`; anything else is a path."""
+    if reference is None or (str(reference) == "paper" and not Path(reference).is_file()):
+        return default_reference_path()
+    return Path(reference)
+
+
+def load_paper_cells(path: str | Path | None = None) -> list[PaperCell]:
+    """Read and validate the paper CSV (`path` read by `reference_path`); errors name the file and line."""
+    path = reference_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
