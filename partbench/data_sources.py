@@ -1,6 +1,6 @@
 """Where each data set comes from: the official archives (or the authors' Drive folder) per name.
 
-`partbench fetch --datasets NAME` downloads `dataset_sources(NAME)` into `data_dir()/NAME/` and
+`partbench fetch --datasets NAME` downloads `get_dataset_source(NAME).files` into `data_dir()/NAME/` and
 extracts the archives there; `DatasetSource.layout_root` is the folder (relative to that) where the
 data set's layout then sits, which the readers find there or one folder down.
 SHA-256 values are None until a maintainer pins them (fetch prints what it saw); sizes are the
@@ -21,8 +21,8 @@ __all__ = [
     "DATASET_SOURCES",
     "DatasetSource",
     "dataset_names",
-    "dataset_sources",
     "expected_layout_root",
+    "get_dataset_source",
 ]
 
 #: The study authors' Google Drive folder: processed part/object segmentation sets (and BEiT).
@@ -148,11 +148,6 @@ def get_dataset_source(name: str) -> DatasetSource:
         return DATASET_SOURCES[name]
     except KeyError:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(DATASET_SOURCES)}") from None
-
-
-def dataset_sources(name: str) -> tuple[RemoteFile, ...]:
-    """The files to fetch for data set `name` (primary first)."""
-    return get_dataset_source(name).files
 
 
 def expected_layout_root(name: str, home: Path | None = None) -> Path:
