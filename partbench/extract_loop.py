@@ -224,7 +224,7 @@ class Extraction:
     def _load_encoder(self, device: str) -> tuple[Any, dict[str, Any]]:
         from partbench.encoders import load_encoder, parse_arch
 
-        arch = parse_arch(self.arch) if isinstance(self.arch, str) else dict(self.arch or {})
+        arch = parse_arch(self.arch)
         enc = load_encoder(self.model, checkpoint=self.checkpoint, protocol=self.protocol, **arch)
         enc = enc.to(device) if hasattr(enc, "to") else enc
         return enc, {k: arch[k] for k in sorted(arch)}

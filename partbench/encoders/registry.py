@@ -102,8 +102,12 @@ def _parse_value(text: str) -> int | float | bool | str | None:
     return text.strip()
 
 
-def parse_arch(text: str | None) -> dict[str, Any]:
-    """`"embed_dim=64,depth=2,num_heads=4,qkv_bias=true"` -> typed timm overrides (int/float/bool/str)."""
+def parse_arch(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """`"embed_dim=64,depth=2,num_heads=4,qkv_bias=true"` -> typed timm overrides (int/float/bool/str).
+
+    A mapping (overrides already typed, e.g. from params.yaml) is returned as a plain dict."""
+    if isinstance(text, Mapping):
+        return dict(text)
     out: dict[str, Any] = {}
     if not text:
         return out

@@ -123,7 +123,7 @@ def extract_layers(
     dev = resolve_device(device)
     dev_type = dev.type
     dt = resolve_dtype(dtype, dev_type)
-    arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
+    arch_kw = parse_arch(arch)
     enc = load_encoder(model, checkpoint=checkpoint, protocol=protocol, **arch_kw).to(dev)
     data = resolve_data(dataset, split, protocol, data_root, enc.mean, enc.std)
     if not data.items:

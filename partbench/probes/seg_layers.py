@@ -164,7 +164,7 @@ def run_segment_layers(
     )
     root = Path(data_root) if data_root is not None else data_dir() / dataset
     dev = resolve_device(device)
-    arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
+    arch_kw = parse_arch(arch)
     run_dir = Path(runs_dir) / "layers" / "segment" / dataset / f"{safe_name(model)}__{VARIANTS['fast']}"
     ctx = DistContext()
 

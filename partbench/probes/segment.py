@@ -177,7 +177,7 @@ def run_segment(
     dev_name = resolve_device(device)
     ctx = init_from_env(dev_name.type)
     dev = torch.device(device_for(ctx, str(dev_name)))
-    arch_kw = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
+    arch_kw = parse_arch(arch)
     variant = VARIANTS[mode]
     run_dir = Path(runs_dir) / "segment" / dataset / f"{safe_name(model)}__{variant}"
     out_path = result_path(Path(results_dir), "segment", dataset, model, variant)
