@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from filelock import FileLock
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from partbench.errors import PartbenchError
 from partbench.fsutil import atomic_write_json
+from partbench.progress import ProgressBar
 
 __all__ = ["ArchiveError", "extract_archive", "extraction_marker", "is_extracted"]
 
@@ -49,7 +48,6 @@ def extract_archive(
     *,
     sha256: str | None = None,
     quiet: bool = False,
-    console: Console | None = None,
 ) -> Path:
     """Extract `archive` (tar, tar.gz/bz2/xz, zip) into `target` safely; return `target`.
 
@@ -65,11 +63,10 @@ def extract_archive(
             return target
         if not archive.is_file():
             raise ArchiveError(f"{archive}: archive not found")
-        console = console or Console(stderr=True)
         if zipfile.is_zipfile(archive):
-            count = _extract_zip(archive, target, quiet, console)
+            count = _extract_zip(archive, target, quiet)
         elif _is_tar(archive):
-            count = _extract_tar(archive, target, quiet, console)
+            count = _extract_tar(archive, target, quiet)
         else:
             raise ArchiveError(f"{archive}: not a tar or zip archive")
         record = {
@@ -112,20 +109,7 @@ def _check_link(archive: Path, root: Path, name: str, link: str, hard: bool) -> 
         )
 
 
-def _progress(console: Console, quiet: bool, label: str, total: int) -> tuple[Progress, int]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet or not console.is_terminal,
-        transient=True,
-    )
-    return progress, progress.add_task(f"extracting {label}", total=total)
-
-
-def _extract_tar(archive: Path, target: Path, quiet: bool, console: Console) -> int:
+def _extract_tar(archive: Path, target: Path, quiet: bool) -> int:
     root = target.resolve()
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -138,21 +122,20 @@ def _extract_tar(archive: Path, target: Path, quiet: bool, console: Console) -> 
                     raise ArchiveError(
                         f"{archive}: member {m.name!r} is a device or FIFO; refusing to extract"
                     )
-            progress, task = _progress(console, quiet, archive.name, len(members))
+            with ProgressBar(f"extracting {archive.name}", len(members), enabled=not quiet) as bar:
 
-            def tracked() -> Iterator[tarfile.TarInfo]:
-                for m in members:
-                    yield m
-                    progress.advance(task)
+                def tracked() -> Iterator[tarfile.TarInfo]:
+                    for m in members:
+                        yield m
+                        bar.advance()
 
-            with progress:
                 tar.extractall(root, members=tracked(), filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveError(f"{archive}: cannot extract ({exc})") from None
     return len(members)
 
 
-def _extract_zip(archive: Path, target: Path, quiet: bool, console: Console) -> int:
+def _extract_zip(archive: Path, target: Path, quiet: bool) -> int:
     root = target.resolve()
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -161,11 +144,10 @@ def _extract_zip(archive: Path, target: Path, quiet: bool, console: Console) -> 
                 _check_name(archive, root, info.filename)
                 if stat.S_ISLNK(info.external_attr >> 16):  # written as a plain file, still checked
                     _check_link(archive, root, info.filename, zf.read(info).decode(errors="replace"), False)
-            progress, task = _progress(console, quiet, archive.name, len(infos))
-            with progress:
+            with ProgressBar(f"extracting {archive.name}", len(infos), enabled=not quiet) as bar:
                 for info in infos:
                     zf.extract(info, root)
-                    progress.advance(task)
+                    bar.advance()
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ArchiveError(f"{archive}: cannot extract ({exc})") from None
     return len(infos)
