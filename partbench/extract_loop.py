@@ -40,6 +40,30 @@ class ResolvedData:
     collate: Callable
 
 
+def key_parts(
+    enc: Any, model: str, arch: dict[str, Any], protocol: str, dataset: str, split: str, data: ResolvedData,
+    rows: list[tuple[Any, ...]], dtype: str, mae_batching: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """What identifies a feature cache (the main one and the per-block one): checkpoint, encoder, arch,
+    protocol, data set fingerprint, split, transform, dtype, version. `mae_batching` enters only under
+    the MAE study shuffle, whose token order depends on the position in the batch."""
+    parts = {
+        "checkpoint_sha256": enc.checkpoint_sha256,
+        "encoder": model,
+        "arch": {k: arch[k] for k in sorted(arch)},
+        "protocol": str(protocol),
+        "dataset": dataset,
+        "dataset_fingerprint": fc.dataset_fingerprint(data.root, data.stamp_paths, fc.items_digest(rows)),
+        "split": split,
+        "transform": data.transform,
+        "dtype": dtype,
+        "partbench_version": __version__,
+    }
+    if getattr(enc, "study_mae_shuffle", False):
+        parts["mae_study_batching"] = mae_batching
+    return parts
+
+
 def resolve_data(
     dataset: str, split: str, protocol: str, data_root: Any, mean: Any, std: Any
 ) -> ResolvedData:
@@ -155,23 +179,11 @@ class Extraction:
             if not data.items:
                 raise PartbenchError(f"{data.root}: split {self.split!r} of {self.dataset} has no items")
             rows = fc.item_rows(data.items)
-            parts = {
-                "checkpoint_sha256": enc.checkpoint_sha256,
-                "encoder": self.model,
-                "arch": arch,
-                "protocol": str(self.protocol),
-                "dataset": self.dataset,
-                "dataset_fingerprint": fc.dataset_fingerprint(
-                    data.root, data.stamp_paths, fc.items_digest(rows)
-                ),
-                "split": self.split,
-                "transform": data.transform,
-                "dtype": dtype,
-                "tokens": self.tokens,
-                "partbench_version": __version__,
-            }
-            if getattr(enc, "study_mae_shuffle", False):  # its token order depends on the batch position
-                parts["mae_study_batching"] = [self.batch_size, self.shard_size]
+            parts = key_parts(
+                enc, self.model, arch, self.protocol, self.dataset, self.split, data, rows, dtype,
+                mae_batching=[self.batch_size, self.shard_size],
+            )  # fmt: skip
+            parts["tokens"] = self.tokens
             key = fc.cache_key(parts)
             stamps = self._stamps(enc, data)
             if D.from_main(ctx, fc.complete_key(self.cache_dir) == key):

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from partbench import __version__
 from partbench import feature_cache as fc
 from partbench.errors import CacheError, DatasetError, PartbenchError
 from partbench.fsutil import atomic_write, atomic_write_json
@@ -115,7 +114,7 @@ def extract_layers(
 
     from partbench.devices import resolve_device, resolve_dtype
     from partbench.encoders import load_encoder, parse_arch
-    from partbench.extract_loop import resolve_data
+    from partbench.extract_loop import key_parts, resolve_data
 
     if batch_size < 1:
         raise PartbenchError(f"--batch-size must be at least 1, got {batch_size}")
@@ -129,21 +128,8 @@ def extract_layers(
     if not data.items:
         raise PartbenchError(f"{data.root}: split {split!r} of {dataset} has no items")
     rows = fc.item_rows(data.items)
-    parts: dict[str, Any] = {
-        "checkpoint_sha256": enc.checkpoint_sha256,
-        "encoder": model,
-        "arch": {k: arch_kw[k] for k in sorted(arch_kw)},
-        "protocol": str(protocol),
-        "dataset": dataset,
-        "dataset_fingerprint": fc.dataset_fingerprint(data.root, data.stamp_paths, fc.items_digest(rows)),
-        "split": split,
-        "transform": data.transform,
-        "dtype": dt,
-        "partbench_version": __version__,
-        "layers": LAYER_RECIPE,
-    }
-    if getattr(enc, "study_mae_shuffle", False):  # token order depends on the position in the batch
-        parts["mae_study_batching"] = batch_size
+    parts = key_parts(enc, model, arch_kw, protocol, dataset, split, data, rows, dt, mae_batching=batch_size)
+    parts["layers"] = LAYER_RECIPE
     key = fc.cache_key(parts)
     if _complete_key(cache_dir) == key:
         if log:
